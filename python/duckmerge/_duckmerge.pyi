@@ -1,0 +1,130 @@
+"""Type stubs for the compiled core, ``duckmerge._duckmerge``.
+
+Checked against the built module by ``tests/test_stubs.py`` (mypy stubtest).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal, final
+
+__all__ = [
+    "CancelledError",
+    "ConfigError",
+    "Connection",
+    "CsvError",
+    "DUCKDB_VERSION",
+    "DuckMergeError",
+    "Result",
+    "Session",
+    "SessionLockedError",
+    "SourceNotFoundError",
+    "SqlError",
+    "TableNotFoundError",
+    "__version__",
+]
+__version__: str
+DUCKDB_VERSION: str
+
+class DuckMergeError(Exception):
+    """Base class of every error duckmerge raises."""
+
+class ConfigError(DuckMergeError, ValueError):
+    """A bad argument or config value; the message lists what is accepted."""
+
+class SourceNotFoundError(DuckMergeError, FileNotFoundError):
+    """An input file or folder does not exist (the message has its absolute path)."""
+
+class TableNotFoundError(DuckMergeError, LookupError):
+    """A table named by the caller does not exist in the session."""
+
+class CsvError(DuckMergeError):
+    """A CSV file could not be read; ``path`` and ``line`` say where."""
+
+    path: str | None
+    line: int | None
+
+class SessionLockedError(DuckMergeError):
+    """The session's database is in use by another process (or already open here)."""
+
+class CancelledError(DuckMergeError):
+    """The work was cancelled before it finished; nothing half-written was kept."""
+
+class SqlError(DuckMergeError):
+    """DuckDB rejected a statement; DuckDB's message is kept in the text."""
+
+_Params = Sequence[Any] | None
+_WriteMode = Literal["create", "replace", "append"]
+
+@final
+class Result:
+    """A query result; every consumer re-runs or re-reads it from the start.
+
+    Batches stream out of DuckDB through the Arrow C stream interface, so
+    ``to_arrow()``, ``to_pandas()`` and ``to_polars()`` copy no rows one by one.
+    """
+
+    @property
+    def columns(self) -> list[str]: ...
+    def to_arrow(self) -> Any: ...
+    def to_pandas(self) -> Any: ...
+    def to_polars(self) -> Any: ...
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+    def fetchone(self) -> tuple[Any, ...] | None: ...
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+    def __len__(self) -> int: ...
+    def _repr_html_(self) -> str: ...
+
+@final
+class Connection:
+    """A handle on a session's DuckDB database, safe to share between threads."""
+
+    def execute(self, sql: str, params: _Params = None) -> Result: ...
+    def sql(self, sql: str, params: _Params = None) -> Result: ...
+    def table(self, name: str) -> Result: ...
+    def tables(self) -> list[str]: ...
+    def write_table(self, name: str, data: object, mode: _WriteMode = "create") -> int: ...
+
+@final
+class Session:
+    """A session folder holding one DuckDB database, logs and artifacts."""
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        memory_limit: str | None = None,
+        threads: int | None = None,
+        temp_dir: str | os.PathLike[str] | None = None,
+        keep: bool = False,
+    ) -> Session: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def base_path(self) -> str: ...
+    @property
+    def artifacts_dir(self) -> str: ...
+    @property
+    def output_dir(self) -> str: ...
+    @property
+    def db_path(self) -> str: ...
+    @property
+    def memory_limit(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def temp_dir(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def get_db_connection(self) -> Connection: ...
+    def log_metric(self, name: str, value: Any, **tags: Any) -> None: ...
+    def log_event(self, event: str, **data: Any) -> None: ...
+    def sql(self, sql: str, params: _Params = None) -> Result: ...
+    def execute(self, sql: str, params: _Params = None) -> Result: ...
+    def table(self, name: str) -> Result: ...
+    def tables(self) -> list[str]: ...
+    def write_table(self, name: str, data: object, mode: _WriteMode = "create") -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Session: ...
+    def __exit__(self, exc_type: object, exc_value: object, traceback: object) -> None: ...

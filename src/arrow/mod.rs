@@ -1,0 +1,15 @@
+//! Arrow in and out of DuckDB.
+//!
+//! Out: [`QueryStream`] runs a query on its own connection in a worker thread
+//! and hands `RecordBatch`es over a bounded channel, reading DuckDB with
+//! `Statement::step()` so a fetch error (an interrupt is one) is an `Err`,
+//! never a panic. In: [`TableLoad`] appends batches into a staging table and
+//! swaps it in inside one transaction.
+
+mod load;
+mod stream;
+mod types;
+
+pub use load::{TableLoad, WriteMode};
+pub use stream::{Param, Poll, QueryStream, StreamReader};
+pub use types::{arrow_to_duckdb_sql, normalize_batch, normalize_schema};

@@ -1,0 +1,138 @@
+//! Where SQL runs. Today: the native, embedded DuckDB owned by a session.
+//! Shared SQL helpers (identifier quoting, catalog look-ups) live here so the
+//! drivers and the session build statements the same way.
+
+mod native;
+
+pub use native::Database;
+
+use crate::error::{Error, Result};
+
+/// Prefix of the tables a load writes before it swaps them in. Any table with
+/// this prefix found when a session opens is a crash leftover and is dropped.
+pub const STAGING_PREFIX: &str = "_duckmerge_staging_";
+
+/// Quotes an identifier for DuckDB: `a"b` becomes `"a""b"`. A step id such as
+/// `a"; DROP TABLE x; --` is then just a name.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Checks a user-supplied table name before it reaches SQL.
+pub fn check_table_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::Config("table name must not be empty".into()));
+    }
+    if name.contains('\0') {
+        return Err(Error::Config(format!(
+            "table name {name:?} contains a NUL character"
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh, unique staging table name for a load into `target`.
+pub fn staging_name() -> String {
+    format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Names of the user's tables in the main schema, sorted (staging tables and
+/// views excluded).
+pub fn list_tables(conn: &duckdb::Connection) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT table_name FROM duckdb_tables() \
+             WHERE database_name = current_database() AND schema_name = 'main' \
+             AND NOT starts_with(table_name, ?) ORDER BY table_name",
+        )
+        .map_err(|e| Error::sql("listing tables", e))?;
+    let names = stmt
+        .query_map([STAGING_PREFIX], |row| row.get::<_, String>(0))
+        .map_err(|e| Error::sql("listing tables", e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::sql("listing tables", e))?;
+    Ok(names)
+}
+
+/// True when a table or view named exactly `name` exists in the main schema.
+pub fn relation_exists(conn: &duckdb::Connection, name: &str) -> Result<bool> {
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM (SELECT table_name AS n FROM duckdb_tables() \
+               WHERE database_name = current_database() AND schema_name = 'main' \
+             UNION ALL SELECT view_name FROM duckdb_views() \
+               WHERE database_name = current_database() AND schema_name = 'main' \
+               AND NOT internal) WHERE n = ?",
+            [name],
+            |row| row.get(0),
+        )
+        .map_err(|e| Error::sql(format!("looking up table \"{name}\""), e))?;
+    Ok(n > 0)
+}
+
+/// Drops staging tables left behind by a crashed load. Returns their names.
+pub fn drop_staging_leftovers(conn: &duckdb::Connection) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT table_name FROM duckdb_tables() \
+             WHERE database_name = current_database() AND starts_with(table_name, ?)",
+        )
+        .map_err(|e| Error::sql("finding staging leftovers", e))?;
+    let names = stmt
+        .query_map([STAGING_PREFIX], |row| row.get::<_, String>(0))
+        .map_err(|e| Error::sql("finding staging leftovers", e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::sql("finding staging leftovers", e))?;
+    for name in &names {
+        conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(name)))
+            .map_err(|e| Error::sql(format!("dropping staging leftover {name}"), e))?;
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_ident_doubles_embedded_quotes() {
+        assert_eq!(quote_ident("plain"), "\"plain\"");
+        assert_eq!(quote_ident("with space"), "\"with space\"");
+        assert_eq!(
+            quote_ident("a\"; DROP TABLE x; --"),
+            "\"a\"\"; DROP TABLE x; --\""
+        );
+    }
+
+    #[test]
+    fn hostile_name_is_just_a_name() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE x(a INT)").unwrap();
+        let name = "a\"; DROP TABLE x; --";
+        conn.execute_batch(&format!("CREATE TABLE {}(b INT)", quote_ident(name)))
+            .unwrap();
+        let tables = list_tables(&conn).unwrap();
+        assert_eq!(tables, vec![name.to_string(), "x".to_string()]);
+        assert!(relation_exists(&conn, name).unwrap());
+        assert!(!relation_exists(&conn, "missing").unwrap());
+    }
+
+    #[test]
+    fn staging_leftovers_are_dropped_and_others_kept() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let staging = staging_name();
+        conn.execute_batch(&format!(
+            "CREATE TABLE keep(a INT); CREATE TABLE {}(a INT)",
+            quote_ident(&staging)
+        ))
+        .unwrap();
+        assert_eq!(drop_staging_leftovers(&conn).unwrap(), vec![staging]);
+        assert_eq!(list_tables(&conn).unwrap(), vec!["keep".to_string()]);
+    }
+
+    #[test]
+    fn empty_table_name_is_a_config_error() {
+        assert!(matches!(check_table_name(""), Err(Error::Config(_))));
+        assert!(check_table_name("extract-movies").is_ok());
+    }
+}

@@ -1,0 +1,135 @@
+//! One error type for the whole core; `python/errors.rs` maps each variant to
+//! the most specific Python exception.
+
+use std::path::PathBuf;
+
+/// Every failure the core can report. Messages name the thing that failed
+/// (file, line, table, setting) and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad argument or config value.
+    #[error("{0}")]
+    Config(String),
+
+    /// An input file or folder that does not exist.
+    #[error("{what} not found: {}", path.display())]
+    SourceNotFound { what: String, path: PathBuf },
+
+    /// A table the caller named does not exist.
+    #[error("Table \"{0}\" does not exist")]
+    TableNotFound(String),
+
+    /// A CSV file that could not be read.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Csv {
+        path: PathBuf,
+        line: Option<u64>,
+        message: String,
+    },
+
+    /// The session database is held by another process (or already open here).
+    #[error("Session {} is in use: {detail}", path.display())]
+    SessionLocked { path: PathBuf, detail: String },
+
+    /// Work stopped by an interrupt before it finished.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+
+    /// The session (or connection) was used after `close()`.
+    #[error("the session is closed")]
+    Closed,
+
+    /// DuckDB rejected a statement; `context` says what we were doing.
+    #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        #[source]
+        source: duckdb::Error,
+    },
+
+    /// Arrow data that could not be read or converted.
+    #[error("{0}")]
+    Arrow(String),
+
+    /// A file-system operation that failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The core's result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a DuckDB error with what we were doing when it happened.
+    pub fn sql(context: impl Into<String>, source: duckdb::Error) -> Self {
+        let context = context.into();
+        if is_interrupt(&source) {
+            return Error::Cancelled(format!("{context}: query interrupted"));
+        }
+        Error::Sql { context, source }
+    }
+
+    /// Wraps an I/O error with the path or action it concerns.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when this error is an interrupt (Ctrl-C, cancellation).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled(_))
+    }
+}
+
+impl From<duckdb::Error> for Error {
+    fn from(source: duckdb::Error) -> Self {
+        Error::sql("DuckDB error", source)
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(err: arrow::error::ArrowError) -> Self {
+        Error::Arrow(err.to_string())
+    }
+}
+
+/// DuckDB reports an interrupted query as a failure whose text says so.
+fn is_interrupt(err: &duckdb::Error) -> bool {
+    err.to_string().contains("INTERRUPT")
+        || err.to_string().contains("Interrupted")
+        || err.to_string().contains("interrupted")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_error_names_file_and_line() {
+        let err = Error::Csv {
+            path: PathBuf::from("/data/crm.csv"),
+            line: Some(17),
+            message: "expected 5 fields, found 6".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "/data/crm.csv, line 17: expected 5 fields, found 6"
+        );
+    }
+
+    #[test]
+    fn session_locked_names_the_path() {
+        let err = Error::SessionLocked {
+            path: PathBuf::from("/runs/job-1"),
+            detail: "held by PID 7".into(),
+        };
+        assert!(err.to_string().contains("/runs/job-1"));
+        assert!(err.to_string().contains("PID 7"));
+    }
+}

@@ -1,0 +1,16 @@
+//! duckmerge's core: sessions around an embedded DuckDB, Arrow in and out,
+//! and (behind the `python` feature) the PyO3 module `duckmerge._duckmerge`.
+
+pub mod arrow;
+pub mod backend;
+pub mod error;
+pub mod session;
+
+#[cfg(feature = "python")]
+mod python;
+
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+fn _duckmerge(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+    python::register(m)
+}

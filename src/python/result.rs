@@ -1,0 +1,335 @@
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{ArrayRef, RecordBatch, StructArray};
+use arrow::datatypes::{Field, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use pyo3::prelude::*;
+use pyo3::types::{PyCapsule, PyList, PyTuple};
+use pyo3_arrow::ffi::{to_stream_pycapsule, ArrayIterator};
+use pyo3_arrow::PyTable;
+
+use super::{import_optional, wait_interruptibly, IntoPy, SharedDb};
+use crate::arrow::{Param, QueryStream};
+use crate::error::Error;
+
+/// Rows shown by `_repr_html_`.
+const PREVIEW_ROWS: usize = 10;
+
+/// A query result. Consumers (`to_arrow`, `fetchall`, `__arrow_c_stream__` …)
+/// run the query when called, so a result can be read more than once; one
+/// from `execute()` holds the rows it already produced.
+#[pyclass(name = "Result", module = "duckmerge._duckmerge", frozen)]
+pub struct PyQueryResult {
+    db: SharedDb,
+    sql: String,
+    params: Vec<Param>,
+    context: String,
+    materialized: Option<(SchemaRef, Vec<RecordBatch>)>,
+    /// Rows handed out by `fetchone` so far: (all rows, position).
+    cursor: Mutex<Option<(Py<PyList>, usize)>>,
+}
+
+impl PyQueryResult {
+    /// A result that runs `sql` when read.
+    pub fn lazy(db: SharedDb, sql: String, params: Vec<Param>, context: String) -> Self {
+        PyQueryResult {
+            db,
+            sql,
+            params,
+            context,
+            materialized: None,
+            cursor: Mutex::new(None),
+        }
+    }
+
+    /// Runs `sql` now and keeps its rows (what `execute()` returns).
+    pub fn execute(
+        py: Python<'_>,
+        db: SharedDb,
+        sql: String,
+        params: Vec<Param>,
+        context: String,
+    ) -> PyResult<Self> {
+        let (schema, batches) = run_collect(py, &db, &sql, &params, &context)?;
+        Ok(PyQueryResult {
+            db,
+            sql,
+            params,
+            context,
+            materialized: Some((schema, batches)),
+            cursor: Mutex::new(None),
+        })
+    }
+
+    fn batches(&self, py: Python<'_>) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
+        match &self.materialized {
+            Some((s, b)) => Ok((s.clone(), b.clone())),
+            None => run_collect(py, &self.db, &self.sql, &self.params, &self.context),
+        }
+    }
+
+    /// The result wrapped as a subquery, e.g. for `LIMIT` or `count(*)`.
+    fn wrapped(
+        &self,
+        py: Python<'_>,
+        select: &str,
+        tail: &str,
+    ) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
+        let sql = format!("{select} FROM ({}) AS _duckmerge_q {tail}", self.sql);
+        run_collect(py, &self.db, &sql, &self.params, &self.context)
+    }
+
+    fn pyarrow_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        import_optional(py, "pyarrow", "pyarrow", "to_arrow()")?;
+        let (schema, batches) = self.batches(py)?;
+        PyTable::try_new(batches, schema)?.into_pyarrow(py)
+    }
+}
+
+fn run_collect(
+    py: Python<'_>,
+    db: &SharedDb,
+    sql: &str,
+    params: &[Param],
+    context: &str,
+) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
+    let conn = db.connect().py_err()?;
+    let mut stream =
+        QueryStream::start(conn, sql.to_string(), params.to_vec(), context.to_string()).py_err()?;
+    let handle = stream.interrupt_handle();
+    let mut schema = None;
+    let mut batches = Vec::new();
+    let schema_ref = &mut schema;
+    let batches_ref = &mut batches;
+    wait_interruptibly(
+        py,
+        move |timeout| {
+            if schema_ref.is_none() {
+                match stream.poll_schema(timeout)? {
+                    crate::arrow::Poll::Ready(s) => *schema_ref = Some(s),
+                    crate::arrow::Poll::Pending => return Ok(crate::arrow::Poll::Pending),
+                }
+            }
+            loop {
+                match stream.poll_batch(timeout)? {
+                    crate::arrow::Poll::Ready(Some(b)) => batches_ref.push(b),
+                    crate::arrow::Poll::Ready(None) => return Ok(crate::arrow::Poll::Ready(())),
+                    crate::arrow::Poll::Pending => return Ok(crate::arrow::Poll::Pending),
+                }
+            }
+        },
+        || handle.interrupt(),
+    )?;
+    let schema =
+        schema.ok_or_else(|| super::to_pyerr(Error::Arrow("query produced no schema".into())))?;
+    Ok((schema, batches))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[pymethods]
+impl PyQueryResult {
+    /// Column names, in order.
+    #[getter]
+    fn columns(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let schema = match &self.materialized {
+            Some((s, _)) => s.clone(),
+            None => self.wrapped(py, "SELECT *", "LIMIT 0")?.0,
+        };
+        Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+    }
+
+    /// The rows as a ``pyarrow.Table`` (zero-copy from DuckDB's Arrow batches).
+    ///
+    /// >>> session.table("crm").to_arrow().num_rows
+    fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.pyarrow_table(py)
+    }
+
+    /// The rows as a ``pandas.DataFrame`` (through Arrow).
+    fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        import_optional(py, "pandas", "pandas", "to_pandas()")?;
+        self.pyarrow_table(py)?.call_method0("to_pandas")
+    }
+
+    /// The rows as a ``polars.DataFrame`` (through Arrow).
+    fn to_polars<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let polars = import_optional(py, "polars", "polars", "to_polars()")?;
+        let (schema, batches) = self.batches(py)?;
+        let table = PyTable::try_new(batches, schema)?;
+        polars.call_method1("DataFrame", (table,))
+    }
+
+    /// All remaining rows as tuples (needs pyarrow).
+    fn fetchall<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let (rows, pos) = self.take_cursor(py)?;
+        let rows = rows.bind(py);
+        let rest = rows.get_slice(pos, rows.len());
+        self.set_cursor(rows.clone().unbind(), rows.len());
+        Ok(rest)
+    }
+
+    /// The next row as a tuple, or ``None`` after the last (needs pyarrow).
+    fn fetchone<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let (rows, pos) = self.take_cursor(py)?;
+        let bound = rows.bind(py);
+        let row = if pos < bound.len() {
+            Some(bound.get_item(pos)?)
+        } else {
+            None
+        };
+        let next = (pos + 1).min(bound.len());
+        self.set_cursor(rows, next);
+        Ok(row)
+    }
+
+    /// Exports the rows through the Arrow C stream interface (PyCapsule).
+    /// Batches are produced as the consumer reads them.
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyCapsule>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let (schema, reader): (
+            SchemaRef,
+            Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>,
+        ) = match &self.materialized {
+            Some((s, b)) => (s.clone(), Box::new(b.clone().into_iter().map(Ok))),
+            None => {
+                let conn = self.db.connect().py_err()?;
+                let mut stream = QueryStream::start(
+                    conn,
+                    self.sql.clone(),
+                    self.params.clone(),
+                    self.context.clone(),
+                )
+                .py_err()?;
+                let handle = stream.interrupt_handle();
+                let schema =
+                    wait_interruptibly(py, |t| stream.poll_schema(t), || handle.interrupt())?;
+                let reader = stream.into_reader().py_err()?;
+                (schema, Box::new(reader))
+            }
+        };
+        let field = Field::new_struct("", schema.fields().clone(), false)
+            .with_metadata(schema.metadata().clone());
+        let arrays = reader.map(|b| b.map(|b| Arc::new(StructArray::from(b)) as ArrayRef));
+        let array_reader = Box::new(ArrayIterator::new(arrays, Arc::new(field)));
+        Ok(to_stream_pycapsule(py, array_reader, requested_schema)?)
+    }
+
+    /// The number of rows (a ``count(*)`` over the query unless already read).
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        if let Some((_, b)) = &self.materialized {
+            return Ok(b.iter().map(|b| b.num_rows()).sum());
+        }
+        let (_, batches) = self.wrapped(py, "SELECT count(*)", "")?;
+        let n = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0);
+        Ok(n as usize)
+    }
+
+    /// An HTML preview for notebooks: the first rows and the row count.
+    fn _repr_html_(&self, py: Python<'_>) -> PyResult<String> {
+        let (schema, batches) = match &self.materialized {
+            Some((s, b)) => (s.clone(), b.clone()),
+            None => self.wrapped(py, "SELECT *", &format!("LIMIT {PREVIEW_ROWS}"))?,
+        };
+        let total = self.__len__(py)?;
+        let mut html = String::from("<table class=\"duckmerge-result\"><thead><tr>");
+        for f in schema.fields() {
+            html.push_str(&format!(
+                "<th>{}<br><small>{}</small></th>",
+                html_escape(f.name()),
+                html_escape(&f.data_type().to_string())
+            ));
+        }
+        html.push_str("</tr></thead><tbody>");
+        let options = FormatOptions::default().with_null("NULL");
+        let mut shown = 0;
+        'outer: for batch in &batches {
+            let formatters = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| super::to_pyerr(Error::from(e)))?;
+            for row in 0..batch.num_rows() {
+                if shown == PREVIEW_ROWS {
+                    break 'outer;
+                }
+                html.push_str("<tr>");
+                for f in &formatters {
+                    html.push_str(&format!(
+                        "<td>{}</td>",
+                        html_escape(&f.value(row).to_string())
+                    ));
+                }
+                html.push_str("</tr>");
+                shown += 1;
+            }
+        }
+        html.push_str(&format!(
+            "</tbody></table><p>{shown} of {total} rows, {} columns</p>",
+            schema.fields().len()
+        ));
+        Ok(html)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<duckmerge.Result {:?}>", self.sql)
+    }
+}
+
+impl PyQueryResult {
+    fn take_cursor(&self, py: Python<'_>) -> PyResult<(Py<PyList>, usize)> {
+        if let Some((rows, pos)) = self
+            .cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok((rows.clone_ref(py), *pos));
+        }
+        let table = self.pyarrow_table(py)?;
+        let columns: Vec<Bound<'_, PyAny>> = table
+            .getattr("columns")?
+            .try_iter()?
+            .map(|c| c.and_then(|c| c.call_method0("to_pylist")))
+            .collect::<PyResult<_>>()?;
+        let n: usize = table.getattr("num_rows")?.extract()?;
+        let rows = PyList::empty(py);
+        let cols: Vec<Bound<'_, PyList>> = columns
+            .into_iter()
+            .map(|c| c.cast_into::<PyList>().map_err(PyErr::from))
+            .collect::<PyResult<_>>()?;
+        for i in 0..n {
+            let items = cols
+                .iter()
+                .map(|c| c.get_item(i))
+                .collect::<PyResult<Vec<_>>>()?;
+            rows.append(PyTuple::new(py, items)?)?;
+        }
+        let rows = rows.unbind();
+        self.set_cursor(rows.clone_ref(py), 0);
+        Ok((rows, 0))
+    }
+
+    fn set_cursor(&self, rows: Py<PyList>, pos: usize) {
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some((rows, pos));
+    }
+}

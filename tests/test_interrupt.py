@@ -1,0 +1,116 @@
+"""Ctrl-C interrupts a running query, raises KeyboardInterrupt, and the session still works."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import duckmerge
+
+    s = duckmerge.Session(sys.argv[1])
+    print("READY", flush=True)
+    try:
+        s.sql("SELECT count(*) FROM range(100000000000)").fetchone()
+        print("FINISHED", flush=True)
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+    print(s.sql("select 42").fetchone(), flush=True)
+    s.close()
+    """
+)
+
+
+def start_line_reader(proc: subprocess.Popen[str]) -> queue.Queue[tuple[float, str | None]]:
+    """Lines of the child's stdout with the time each arrived; None at EOF."""
+    lines: queue.Queue[tuple[float, str | None]] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put((time.monotonic(), line.rstrip("\n")))
+        lines.put((time.monotonic(), None))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def child_output(proc: subprocess.Popen[str]) -> str:
+    """The child's return code and stderr, for failure messages (kills it if still running)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    stderr = proc.stderr.read() if proc.stderr is not None else ""
+    return f"return code {proc.returncode}, stderr:\n{stderr}"
+
+
+def wait_for(
+    proc: subprocess.Popen[str],
+    lines: queue.Queue[tuple[float, str | None]],
+    wanted: str,
+    deadline: float,
+) -> float:
+    """Time at which ``wanted`` was printed; fails on EOF, another verdict or the deadline."""
+    seen: list[str] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise queue.Empty
+            at, line = lines.get(timeout=remaining)
+        except queue.Empty:
+            pytest.fail(f"no {wanted!r} in time; output so far: {seen}; {child_output(proc)}")
+        if line is None:
+            pytest.fail(f"child ended before {wanted!r}; output: {seen}; {child_output(proc)}")
+        seen.append(line)
+        if line == wanted:
+            return at
+        if line == "FINISHED":
+            pytest.fail(f"the query finished instead of being interrupted; {child_output(proc)}")
+
+
+def test_ctrl_c_interrupts_query_and_session_survives(tmp_path: Path) -> None:
+    script = tmp_path / "interrupt_me.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "s")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = start_line_reader(proc)
+        wait_for(proc, lines, "READY", time.monotonic() + 60)
+        time.sleep(1)
+        assert proc.poll() is None, "child exited before the signal"
+
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+
+        interrupted_at = wait_for(proc, lines, "INTERRUPTED", sent + 5)
+        assert interrupted_at - sent <= 5
+        wait_for(proc, lines, "(42,)", time.monotonic() + 30)
+        returncode = proc.wait(timeout=30)
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        assert returncode == 0, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

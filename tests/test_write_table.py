@@ -1,0 +1,192 @@
+"""``write_table``: modes, atomic staging + swap, and names that are only names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import duckmerge
+import pyarrow as pa
+import pytest
+
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
+
+
+def make_table(ids: list[int]) -> pa.Table:
+    return pa.table(
+        {"id": pa.array(ids, pa.int64()), "name": pa.array([f"n{i}" for i in ids])}, schema=SCHEMA
+    )
+
+
+def rows_of(session: duckmerge.Session, name: str) -> list[tuple[object, ...]]:
+    return sorted(session.table(name).fetchall())
+
+
+def all_duckdb_table_names(session: duckmerge.Session) -> list[str]:
+    return [row[0] for row in session.sql("select table_name from duckdb_tables()").fetchall()]
+
+
+def failing_reader(batches: int = 3, rows_per_batch: int = 1000) -> pa.RecordBatchReader:
+    """A stream that yields ``batches`` batches, then its producer raises."""
+
+    def gen() -> Iterator[pa.RecordBatch]:
+        for b in range(batches):
+            ids = list(range(1000 + b * rows_per_batch, 1000 + (b + 1) * rows_per_batch))
+            yield pa.record_batch(
+                [pa.array(ids, pa.int64()), pa.array([f"new{i}" for i in ids])], schema=SCHEMA
+            )
+        raise ValueError("producer boom")
+
+    return pa.RecordBatchReader.from_batches(SCHEMA, gen())
+
+
+def test_write_table_returns_row_count(session: duckmerge.Session) -> None:
+    assert session.write_table("t", make_table([1, 2, 3])) == 3
+
+
+def test_write_table_returns_row_count_of_multi_batch_stream(session: duckmerge.Session) -> None:
+    batches = [make_table(list(range(i * 10, i * 10 + 10))).to_batches()[0] for i in range(4)]
+    reader = pa.RecordBatchReader.from_batches(SCHEMA, iter(batches))
+    assert session.write_table("t", reader) == 40
+    assert len(session.table("t").fetchall()) == 40
+
+
+def test_create_mode_fails_when_table_exists_and_keeps_it(session: duckmerge.Session) -> None:
+    session.write_table("contacts", make_table([1, 2, 3]), mode="create")
+
+    with pytest.raises(duckmerge.DuckMergeError) as info:
+        session.write_table("contacts", make_table([7, 8]), mode="create")
+
+    assert "contacts" in str(info.value)
+    assert rows_of(session, "contacts") == [(1, "n1"), (2, "n2"), (3, "n3")]
+    names = all_duckdb_table_names(session)
+    assert not [n for n in names if "staging" in n.lower()], names
+
+
+def test_default_mode_is_create(session: duckmerge.Session) -> None:
+    session.write_table("t", make_table([1]))
+
+    with pytest.raises(duckmerge.DuckMergeError):
+        session.write_table("t", make_table([5, 6]))
+
+    assert rows_of(session, "t") == [(1, "n1")]
+
+
+def test_replace_mode_replaces_rows_and_schema(session: duckmerge.Session) -> None:
+    session.write_table("t", make_table([1, 2, 3]))
+
+    written = session.write_table("t", pa.table({"other": pa.array(["x"])}), mode="replace")
+
+    assert written == 1
+    result = session.table("t")
+    assert result.columns == ["other"]
+    assert result.fetchall() == [("x",)]
+
+
+def test_replace_mode_creates_missing_table(session: duckmerge.Session) -> None:
+    assert session.write_table("fresh", make_table([4]), mode="replace") == 1
+    assert rows_of(session, "fresh") == [(4, "n4")]
+
+
+def test_append_mode_adds_rows(session: duckmerge.Session) -> None:
+    session.write_table("t", make_table([1, 2, 3]))
+
+    written = session.write_table("t", make_table([4, 5]), mode="append")
+
+    assert written == 2
+    assert len(session.table("t")) == 5
+    assert rows_of(session, "t") == [(i, f"n{i}") for i in range(1, 6)]
+
+
+def test_append_mode_creates_missing_table(session: duckmerge.Session) -> None:
+    assert session.write_table("fresh", make_table([4, 5]), mode="append") == 2
+    assert rows_of(session, "fresh") == [(4, "n4"), (5, "n5")]
+
+
+@pytest.mark.parametrize("mode", ["replace", "append"])
+def test_failing_producer_leaves_existing_table_unchanged(
+    session: duckmerge.Session, mode: Literal["replace", "append"]
+) -> None:
+    session.write_table("t", make_table([1, 2, 3]))
+    session.write_table("other", make_table([9]))
+    before_rows = rows_of(session, "t")
+    before_tables = set(session.tables())
+    before_all = sorted(all_duckdb_table_names(session))
+
+    with pytest.raises(Exception, match="producer boom"):
+        session.write_table("t", failing_reader(), mode=mode)
+
+    assert rows_of(session, "t") == before_rows == [(1, "n1"), (2, "n2"), (3, "n3")]
+    assert session.table("t").columns == ["id", "name"]
+    assert set(session.tables()) == before_tables
+    names = all_duckdb_table_names(session)
+    assert not [n for n in names if "staging" in n.lower()], names
+    assert sorted(names) == before_all
+    # the session still works after the failure
+    assert session.write_table("t", make_table([42]), mode="append") == 1
+    assert rows_of(session, "t") == [(1, "n1"), (2, "n2"), (3, "n3"), (42, "n42")]
+
+
+def test_failing_producer_in_create_mode_leaves_no_table(session: duckmerge.Session) -> None:
+    before_tables = set(session.tables())
+
+    with pytest.raises(Exception, match="producer boom"):
+        session.write_table("t", failing_reader(), mode="create")
+
+    assert set(session.tables()) == before_tables
+    assert "t" not in session.tables()
+    names = all_duckdb_table_names(session)
+    assert not [n for n in names if "staging" in n.lower()], names
+    with pytest.raises(duckmerge.TableNotFoundError):
+        session.table("t").fetchall()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["extract-movies", "with space", 'a"; DROP TABLE x; --', "Mixed Case", "ž-table"],
+)
+def test_table_names_are_only_names(session: duckmerge.Session, name: str) -> None:
+    session.write_table("x", make_table([100]))
+
+    assert session.write_table(name, make_table([1, 2])) == 2
+
+    assert rows_of(session, name) == [(1, "n1"), (2, "n2")]
+    assert name in session.tables()
+    assert "x" in session.tables()
+    assert rows_of(session, "x") == [(100, "n100")]
+    # replace and append quote the name too
+    session.write_table(name, make_table([3]), mode="replace")
+    session.write_table(name, make_table([4]), mode="append")
+    assert rows_of(session, name) == [(3, "n3"), (4, "n4")]
+    assert rows_of(session, "x") == [(100, "n100")]
+    assert set(session.tables()) == {"x", name}
+
+
+def test_bad_mode_raises_config_error(session: duckmerge.Session) -> None:
+    with pytest.raises(duckmerge.ConfigError) as info:
+        session.write_table("t", make_table([1]), mode="upsert")  # type: ignore[arg-type]
+
+    assert isinstance(info.value, ValueError)
+    message = str(info.value)
+    assert "upsert" in message
+    for accepted in ("create", "replace", "append"):
+        assert accepted in message
+    assert "t" not in session.tables()
+
+
+@pytest.mark.parametrize("data", [[1, 2, 3], "not a table", None, 42])
+def test_non_arrow_data_raises_naming_accepted_kinds(
+    session: duckmerge.Session, data: object
+) -> None:
+    with pytest.raises((TypeError, duckmerge.ConfigError)) as info:
+        session.write_table("t", data)
+
+    assert "arrow" in str(info.value).lower()
+    assert "t" not in session.tables()
+
+
+def test_connection_write_table_is_visible_in_session(session: duckmerge.Session) -> None:
+    conn = session.get_db_connection()
+    assert conn.write_table("via_conn", make_table([1, 2])) == 2
+    assert rows_of(session, "via_conn") == [(1, "n1"), (2, "n2")]
+    assert "via_conn" in conn.tables()
