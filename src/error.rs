@@ -15,8 +15,9 @@ pub enum Error {
     #[error("{what} not found: {}", path.display())]
     SourceNotFound { what: String, path: PathBuf },
 
-    /// A table the caller named does not exist.
-    #[error("Table \"{0}\" does not exist")]
+    /// A table the caller named does not exist (message from
+    /// [`Error::table_not_found`]).
+    #[error("{0}")]
     TableNotFound(String),
 
     /// A CSV file that could not be read.
@@ -47,6 +48,10 @@ pub enum Error {
         source: duckdb::Error,
     },
 
+    /// A host's SQL connection (duckdb-python) rejected a statement.
+    #[error("{context}: {message}")]
+    HostSql { context: String, message: String },
+
     /// Arrow data that could not be read or converted.
     #[error("{0}")]
     Arrow(String),
@@ -71,6 +76,16 @@ impl Error {
             return Error::Cancelled(format!("{context}: query interrupted"));
         }
         Error::Sql { context, source }
+    }
+
+    /// `Table "t" does not exist`, prefixed with the step when there is one.
+    pub fn table_not_found(name: &str, step_id: Option<&str>) -> Self {
+        match step_id {
+            Some(step) => {
+                Error::TableNotFound(format!("Step {step}: table \"{name}\" does not exist"))
+            }
+            None => Error::TableNotFound(format!("Table \"{name}\" does not exist")),
+        }
     }
 
     /// Wraps an I/O error with the path or action it concerns.

@@ -3,7 +3,9 @@
 
 pub mod arrow;
 pub mod backend;
+pub mod csv;
 pub mod error;
+pub mod processor;
 pub mod session;
 
 #[cfg(feature = "python")]

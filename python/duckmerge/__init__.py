@@ -13,15 +13,25 @@ from duckmerge._duckmerge import (
     ConfigError,
     Connection,
     CsvError,
+    CsvExtractor,
+    CsvWriter,
     DuckMergeError,
     Result,
     SessionLockedError,
     Session,
     SourceNotFoundError,
     SqlError,
+    SqlProcessor,
     TableNotFoundError,
     __version__,
 )
+
+#: Component names pipeline hosts use, mapped to the driver classes.
+DRIVERS: dict[str, type] = {
+    "filesystem.csv_extractor": CsvExtractor,
+    "filesystem.csv_writer": CsvWriter,
+    "duckdb.processor": SqlProcessor,
+}
 
 __all__ = [
     "DUCKDB_VERSION",
@@ -29,12 +39,16 @@ __all__ = [
     "ConfigError",
     "Connection",
     "CsvError",
+    "CsvExtractor",
+    "CsvWriter",
+    "DRIVERS",
     "DuckMergeError",
     "Result",
     "Session",
     "SessionLockedError",
     "SourceNotFoundError",
     "SqlError",
+    "SqlProcessor",
     "TableNotFoundError",
     "__version__",
 ]

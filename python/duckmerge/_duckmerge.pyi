@@ -14,6 +14,8 @@ __all__ = [
     "ConfigError",
     "Connection",
     "CsvError",
+    "CsvExtractor",
+    "CsvWriter",
     "DUCKDB_VERSION",
     "DuckMergeError",
     "Result",
@@ -21,6 +23,7 @@ __all__ = [
     "SessionLockedError",
     "SourceNotFoundError",
     "SqlError",
+    "SqlProcessor",
     "TableNotFoundError",
     "__version__",
 ]
@@ -128,3 +131,42 @@ class Session:
     def close(self) -> None: ...
     def __enter__(self) -> Session: ...
     def __exit__(self, exc_type: object, exc_value: object, traceback: object) -> None: ...
+
+@final
+class CsvExtractor:
+    """Loads a CSV file into table ``step_id`` (``"filesystem.csv_extractor"``)."""
+
+    def __new__(cls) -> CsvExtractor: ...
+    def run(
+        self,
+        step_id: str,
+        config: dict[str, Any],
+        inputs: dict[str, Any] | None = None,
+        ctx: Any = None,
+    ) -> dict[str, Any]: ...
+
+@final
+class CsvWriter:
+    """Writes ``inputs["table"]`` to a CSV or Parquet file (``"filesystem.csv_writer"``)."""
+
+    def __new__(cls) -> CsvWriter: ...
+    def run(
+        self,
+        step_id: str,
+        config: dict[str, Any],
+        inputs: dict[str, Any] | None = None,
+        ctx: Any = None,
+    ) -> dict[str, Any]: ...
+
+@final
+class SqlProcessor:
+    """Stores a query's result as table ``step_id`` (``"duckdb.processor"``)."""
+
+    def __new__(cls) -> SqlProcessor: ...
+    def run(
+        self,
+        step_id: str,
+        config: dict[str, Any],
+        inputs: dict[str, Any] | None = None,
+        ctx: Any = None,
+    ) -> dict[str, Any]: ...

@@ -3,8 +3,10 @@
 //! drivers and the session build statements the same way.
 
 mod native;
+mod step;
 
 pub use native::Database;
+pub use step::{duckdb_value_to_json, NativeBackend, NullContext, SqlBackend, StepContext};
 
 use crate::error::{Error, Result};
 
@@ -90,6 +92,78 @@ pub fn drop_staging_leftovers(conn: &duckdb::Connection) -> Result<Vec<String>> 
     Ok(names)
 }
 
+/// A SQL string literal: `it's` becomes `'it''s'`. Used where DuckDB takes
+/// no parameters (COPY targets, table-function options in a statement batch).
+pub fn sql_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Swaps a finished staging table in as `target`, in one transaction: the
+/// old table stays visible until the commit. On failure the staging table is
+/// dropped and the target is left as it was.
+pub fn swap_in(
+    backend: &dyn SqlBackend,
+    staging: &str,
+    target: &str,
+    ctx: &dyn StepContext,
+) -> Result<()> {
+    let (s, t) = (quote_ident(staging), quote_ident(target));
+    let swap = format!(
+        "BEGIN TRANSACTION; DROP TABLE IF EXISTS {t}; ALTER TABLE {s} RENAME TO {t}; COMMIT;"
+    );
+    if let Err(e) = backend.execute(&swap, &[], ctx) {
+        let _ = backend.execute("ROLLBACK", &[], ctx);
+        drop_quietly(backend, staging, ctx);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Drops a table if it exists, ignoring errors (clean-up after a failure).
+pub fn drop_quietly(backend: &dyn SqlBackend, table: &str, ctx: &dyn StepContext) {
+    let _ = backend.execute(
+        &format!("DROP TABLE IF EXISTS {}", quote_ident(table)),
+        &[],
+        ctx,
+    );
+}
+
+/// True when `name` is a table or view in the main schema (any backend).
+pub fn backend_relation_exists(backend: &dyn SqlBackend, name: &str) -> Result<bool> {
+    let n = backend.query_value(
+        "SELECT count(*) FROM (SELECT table_name AS n FROM duckdb_tables() \
+           WHERE database_name = current_database() AND schema_name = 'main' \
+         UNION ALL SELECT view_name FROM duckdb_views() \
+           WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal) \
+         WHERE n = ?",
+        &[crate::arrow::Param::Text(name.to_string())],
+    )?;
+    Ok(n.as_i64().unwrap_or(0) > 0)
+}
+
+/// A table's column names in order (any backend).
+pub fn backend_columns(backend: &dyn SqlBackend, table: &str) -> Result<Vec<String>> {
+    let rows = backend.query(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() \
+         AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
+        &[crate::arrow::Param::Text(table.to_string())],
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            r.into_iter()
+                .next()
+                .and_then(|v| v.as_str().map(String::from))
+        })
+        .collect())
+}
+
+/// The row count of a table (any backend).
+pub fn backend_count(backend: &dyn SqlBackend, table: &str) -> Result<u64> {
+    let n = backend.query_value(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])?;
+    Ok(n.as_u64().unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +202,29 @@ mod tests {
         .unwrap();
         assert_eq!(drop_staging_leftovers(&conn).unwrap(), vec![staging]);
         assert_eq!(list_tables(&conn).unwrap(), vec!["keep".to_string()]);
+    }
+
+    #[test]
+    fn sql_string_doubles_single_quotes() {
+        assert_eq!(sql_string("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn swap_replaces_target_in_one_step() {
+        let db = std::sync::Arc::new(Database::in_memory().unwrap());
+        let backend = NativeBackend::new(&db).unwrap();
+        let ctx = NullContext;
+        backend
+            .execute(
+                "CREATE TABLE t AS SELECT 1 AS a; CREATE TABLE s AS SELECT 2 AS a, 3 AS b",
+                &[],
+                &ctx,
+            )
+            .unwrap();
+        swap_in(&backend, "s", "t", &ctx).unwrap();
+        assert_eq!(backend_columns(&backend, "t").unwrap(), vec!["a", "b"]);
+        assert!(!backend_relation_exists(&backend, "s").unwrap());
+        assert_eq!(backend_count(&backend, "t").unwrap(), 1);
     }
 
     #[test]

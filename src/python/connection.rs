@@ -99,7 +99,7 @@ pub(crate) fn table_result(py: Python<'_>, db: &SharedDb, name: &str) -> PyResul
         .detach(move || backend::relation_exists(&conn, name))
         .py_err()?;
     if !exists {
-        return Err(to_pyerr(Error::TableNotFound(name.to_string())));
+        return Err(to_pyerr(Error::table_not_found(name, None)));
     }
     Ok(PyQueryResult::lazy(
         db.clone(),

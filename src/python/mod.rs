@@ -1,9 +1,13 @@
 //! The PyO3 surface: thin classes over the core, one `#[pyclass]` per file.
 
 mod connection;
+mod csv_extractor;
+mod csv_writer;
 mod errors;
 mod result;
 mod session;
+mod sql_processor;
+mod step;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +132,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySession>()?;
     m.add_class::<PyConnection>()?;
     m.add_class::<PyQueryResult>()?;
+    m.add_class::<csv_extractor::PyCsvExtractor>()?;
+    m.add_class::<csv_writer::PyCsvWriter>()?;
+    m.add_class::<sql_processor::PySqlProcessor>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     let version: String = duckdb::Connection::open_in_memory()
         .and_then(|c| c.query_row("SELECT version()", [], |r| r.get(0)))

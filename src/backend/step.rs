@@ -1,0 +1,166 @@
+//! What a driver needs from where it runs: a SQL backend (native DuckDB or
+//! a host's duckdb-python connection) and the host's ctx hooks.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use duckdb::{Connection, InterruptHandle};
+use serde_json::{Map, Value};
+
+use crate::arrow::Param;
+use crate::error::{Error, Result};
+
+use super::Database;
+
+/// Runs SQL for a driver. Both implementations receive the same statements.
+pub trait SqlBackend {
+    /// Runs statement(s) that return nothing worth keeping. Long statements
+    /// call `ctx.check_cancel()` while they run and stop when it errors.
+    fn execute(&self, sql: &str, params: &[Param], ctx: &dyn StepContext) -> Result<()>;
+    /// Runs a query with a small result (counts, names) and returns its rows.
+    fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>>;
+    /// One value from a one-row query.
+    fn query_value(&self, sql: &str, params: &[Param]) -> Result<Value> {
+        Ok(self
+            .query(sql, params)?
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next())
+            .unwrap_or(Value::Null))
+    }
+}
+
+/// The host's side of a step: logging hooks, base path, cancellation.
+pub trait StepContext {
+    fn log_metric(&self, name: &str, value: Value);
+    fn log_event(&self, event: &str, data: Map<String, Value>);
+    /// Where relative input paths are looked up first.
+    fn base_path(&self) -> Option<PathBuf>;
+    /// Errors with `Cancelled` once the caller wants the work stopped (Ctrl-C).
+    fn check_cancel(&self) -> Result<()>;
+    /// The folder for temp files (transcoded inputs); the system temp by default.
+    fn temp_dir(&self) -> PathBuf {
+        std::env::temp_dir()
+    }
+}
+
+/// A ctx that logs nothing and never cancels (tests, scripts).
+pub struct NullContext;
+
+impl StepContext for NullContext {
+    fn log_metric(&self, _: &str, _: Value) {}
+    fn log_event(&self, _: &str, _: Map<String, Value>) {}
+    fn base_path(&self) -> Option<PathBuf> {
+        None
+    }
+    fn check_cancel(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The session's own DuckDB. A step runs all its statements on one
+/// connection (temp tables such as DuckDB's CSV rejects stay visible), each
+/// in a worker thread so the caller can watch for cancellation.
+pub struct NativeBackend {
+    conn: Arc<Mutex<Connection>>,
+    interrupt: Arc<InterruptHandle>,
+}
+
+impl NativeBackend {
+    pub fn new(db: &Database) -> Result<Self> {
+        let conn = db.connect()?;
+        let interrupt = conn.interrupt_handle();
+        Ok(NativeBackend {
+            conn: Arc::new(Mutex::new(conn)),
+            interrupt,
+        })
+    }
+}
+
+fn run_statement(conn: &Connection, sql: &str, params: &[Param]) -> Result<()> {
+    if params.is_empty() {
+        conn.execute_batch(sql).map_err(|e| Error::sql("SQL", e))
+    } else {
+        conn.execute(sql, duckdb::params_from_iter(params.iter()))
+            .map(|_| ())
+            .map_err(|e| Error::sql("SQL", e))
+    }
+}
+
+impl SqlBackend for NativeBackend {
+    fn execute(&self, sql: &str, params: &[Param], ctx: &dyn StepContext) -> Result<()> {
+        let (tx, rx) = sync_channel(1);
+        let conn = self.conn.clone();
+        let (sql, params) = (sql.to_string(), params.to_vec());
+        std::thread::Builder::new()
+            .name("duckmerge-step".into())
+            .spawn(move || {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = tx.send(run_statement(&conn, &sql, &params));
+            })
+            .map_err(|e| Error::io("starting the statement thread", e))?;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(result) => return result,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = ctx.check_cancel() {
+                        self.interrupt.interrupt();
+                        let _ = rx.recv();
+                        return Err(e);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Arrow(
+                        "the statement thread ended without a result".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare(sql).map_err(|e| Error::sql("SQL", e))?;
+        let mut rows = stmt
+            .query(duckdb::params_from_iter(params.iter()))
+            .map_err(|e| Error::sql("SQL", e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| Error::sql("SQL", e))? {
+            let n = row.as_ref().column_count();
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                let v: duckdb::types::Value = row.get(i).map_err(|e| Error::sql("SQL", e))?;
+                values.push(duckdb_value_to_json(v));
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+}
+
+/// A DuckDB value as JSON (small metadata results only).
+pub fn duckdb_value_to_json(v: duckdb::types::Value) -> Value {
+    use duckdb::types::Value as V;
+    match v {
+        V::Null => Value::Null,
+        V::Boolean(b) => Value::Bool(b),
+        V::TinyInt(i) => Value::from(i),
+        V::SmallInt(i) => Value::from(i),
+        V::Int(i) => Value::from(i),
+        V::BigInt(i) => Value::from(i),
+        V::HugeInt(i) => Value::from(i as f64),
+        V::UTinyInt(i) => Value::from(i),
+        V::USmallInt(i) => Value::from(i),
+        V::UInt(i) => Value::from(i),
+        V::UBigInt(i) => Value::from(i),
+        V::Float(f) => Value::from(f as f64),
+        V::Double(f) => Value::from(f),
+        V::Text(s) => Value::String(s),
+        V::List(items) | V::Array(items) => {
+            Value::Array(items.into_iter().map(duckdb_value_to_json).collect())
+        }
+        other => Value::String(format!("{other:?}")),
+    }
+}

@@ -1,0 +1,580 @@
+//! CSV file → table, through DuckDB's `read_csv` into a staging table that is
+//! swapped in when complete.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::encoding::{transcode_to_utf8, TextEncoding};
+use super::{csv_error, find_ragged_line, resolve_input, Compression};
+use crate::arrow::Param;
+use crate::backend::{
+    backend_count, check_table_name, drop_quietly, quote_ident, sql_string, staging_name, swap_in,
+    SqlBackend, StepContext,
+};
+use crate::error::{Error, Result};
+use crate::session::json_map as json_obj;
+
+/// `header`: a flag, or the 0-based row that holds the header.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Header {
+    Flag(bool),
+    Row(u64),
+}
+
+/// What to do with a row that does not fit (wrong field count, bad quoting,
+/// a value that does not convert).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadLines {
+    /// Stop with a `CsvError` naming the file and line.
+    #[default]
+    Error,
+    /// Drop the row; count it in `rows_skipped`.
+    Skip,
+    /// Drop the row and keep it verbatim in `<step_id>__rejects`.
+    Reject,
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_encoding() -> String {
+    "utf-8".into()
+}
+fn default_compression() -> String {
+    "infer".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The CsvExtractor's config. Unknown keys are errors listing these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractorConfig {
+    /// The file (or, with `discovery`, a folder).
+    pub path: String,
+    /// Field separator; `"auto"` sniffs it.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// Quote character (default `"`).
+    pub quotechar: Option<String>,
+    /// Escape character inside quotes (default: the quote, doubled).
+    pub escapechar: Option<String>,
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// `infer` (from `.gz` / `.zst`), `gzip`, `zstd`, `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// `true`, `false`, or the 0-based row holding the header.
+    pub header: Option<Header>,
+    /// Columns to keep, in this order.
+    pub columns: Option<Vec<String>>,
+    /// Rows to skip before the header (or the data, without a header).
+    #[serde(default)]
+    pub skip_rows: u64,
+    /// Keep at most this many rows.
+    pub limit: Option<u64>,
+    /// Lines starting with this character are skipped.
+    pub comment: Option<String>,
+    /// Blank lines are skipped (DuckDB always does; `false` is refused).
+    #[serde(default = "default_true")]
+    pub skip_blank_lines: bool,
+    /// Column types: `int`, `float`, `str`, `bool`, `date`, `datetime` or a DuckDB type.
+    #[serde(default)]
+    pub dtype: BTreeMap<String, String>,
+    /// Columns read as timestamps.
+    #[serde(default)]
+    pub parse_dates: Vec<String>,
+    /// Extra strings read as NULL (an empty field always is).
+    #[serde(default)]
+    pub na_values: Vec<String>,
+    #[serde(default)]
+    pub on_bad_lines: OnBadLines,
+    /// Rows per progress tick; never changes the output.
+    pub batch_size: Option<u64>,
+    /// Same as `batch_size`.
+    pub chunk_size: Option<u64>,
+    /// List the CSV files of a folder instead of loading one.
+    #[serde(default)]
+    pub discovery: bool,
+}
+
+impl ExtractorConfig {
+    /// Parses a config, naming the step in errors.
+    pub fn from_json(step_id: &str, config: Value) -> Result<Self> {
+        let cfg: ExtractorConfig = serde_json::from_value(config).map_err(|e| {
+            Error::Config(format!("Step {step_id}: invalid CsvExtractor config: {e}"))
+        })?;
+        if !cfg.skip_blank_lines {
+            return Err(Error::Config(format!(
+                "Step {step_id}: skip_blank_lines=false is not supported; blank lines are always skipped"
+            )));
+        }
+        for (key, value) in [
+            ("delimiter", Some(&cfg.delimiter)),
+            ("quotechar", cfg.quotechar.as_ref()),
+            ("escapechar", cfg.escapechar.as_ref()),
+            ("comment", cfg.comment.as_ref()),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty() || (key != "delimiter" && v.chars().count() != 1) {
+                    return Err(Error::Config(format!(
+                        "Step {step_id}: {key} must be a single character, got {v:?}"
+                    )));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// A config `dtype` value as a DuckDB type.
+pub fn duckdb_type(name: &str) -> String {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "int" | "int64" | "integer" => "BIGINT".into(),
+        "int32" => "INTEGER".into(),
+        "float" | "float64" | "double" => "DOUBLE".into(),
+        "str" | "string" | "object" | "text" => "VARCHAR".into(),
+        "bool" | "boolean" => "BOOLEAN".into(),
+        "date" => "DATE".into(),
+        "datetime" | "datetime64" | "datetime64[ns]" | "timestamp" => "TIMESTAMP".into(),
+        _ => name.trim().to_string(),
+    }
+}
+
+/// The `read_csv(...)` call for a config, with the path as parameter `?`.
+fn read_csv_call(
+    cfg: &ExtractorConfig,
+    compression: Compression,
+    encoding: &str,
+    extra: &[String],
+) -> String {
+    let mut opts: Vec<String> = Vec::new();
+    if cfg.delimiter != "auto" {
+        let delim = match cfg.delimiter.as_str() {
+            "\\t" => "\t",
+            d => d,
+        };
+        opts.push(format!("delim = {}", sql_string(delim)));
+    }
+    opts.push(format!(
+        "quote = {}",
+        sql_string(cfg.quotechar.as_deref().unwrap_or("\""))
+    ));
+    opts.push(format!(
+        "escape = {}",
+        sql_string(
+            cfg.escapechar
+                .as_deref()
+                .or(cfg.quotechar.as_deref())
+                .unwrap_or("\"")
+        )
+    ));
+    let (header, header_row) = match cfg.header {
+        None | Some(Header::Flag(true)) => (true, 0),
+        Some(Header::Flag(false)) => (false, 0),
+        Some(Header::Row(n)) => (true, n),
+    };
+    opts.push(format!("header = {header}"));
+    let skip = cfg.skip_rows + header_row;
+    if skip > 0 {
+        opts.push(format!("skip = {skip}"));
+    }
+    if let Some(c) = &cfg.comment {
+        opts.push(format!("comment = {}", sql_string(c)));
+    }
+    let mut nulls = vec![sql_string("")];
+    nulls.extend(cfg.na_values.iter().map(|v| sql_string(v)));
+    opts.push(format!("nullstr = [{}]", nulls.join(", ")));
+    let mut types: BTreeMap<&str, String> = BTreeMap::new();
+    for col in &cfg.parse_dates {
+        types.insert(col, "TIMESTAMP".into());
+    }
+    for (col, ty) in &cfg.dtype {
+        types.insert(col, duckdb_type(ty));
+    }
+    if !types.is_empty() {
+        let entries: Vec<String> = types
+            .iter()
+            .map(|(c, t)| format!("{}: {}", sql_string(c), sql_string(t)))
+            .collect();
+        opts.push(format!("types = {{{}}}", entries.join(", ")));
+    }
+    opts.push(format!(
+        "compression = {}",
+        sql_string(compression.duckdb_name())
+    ));
+    opts.push(format!("encoding = {}", sql_string(encoding)));
+    opts.extend(extra.iter().cloned());
+    format!("read_csv(?, {})", opts.join(", "))
+}
+
+/// Runs the extractor step. Returns `{"table", "rows"}` (plus
+/// `"rows_skipped"` when rows were dropped), or the discovery listing.
+pub fn run_extract(
+    step_id: &str,
+    cfg: &ExtractorConfig,
+    backend: &dyn SqlBackend,
+    ctx: &dyn StepContext,
+) -> Result<Value> {
+    check_table_name(step_id)?;
+    let path = resolve_input(&cfg.path, ctx);
+    if !path.exists() {
+        return Err(Error::SourceNotFound {
+            what: format!("Step {step_id}: CSV file"),
+            path,
+        });
+    }
+    if path.is_dir() {
+        if cfg.discovery {
+            return discover(step_id, &path, cfg, backend);
+        }
+        return Err(Error::Config(format!(
+            "Step {step_id}: {} is a folder; give a file path, or set discovery: true to list its CSV files",
+            path.display()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    ctx.log_event(
+        "extract_start",
+        json_obj(json!({"step_id": step_id, "path": path, "bytes": bytes})),
+    );
+
+    let compression = Compression::resolve(&cfg.compression, &path)?;
+    let encoding = TextEncoding::parse(&cfg.encoding).map_err(|e| prefix(step_id, e))?;
+    // Encodings DuckDB lacks are transcoded to a UTF-8 temp file first.
+    let mut transcoded: Option<TempFile> = None;
+    let (read_path, read_compression, read_encoding) = match encoding {
+        TextEncoding::Native(name) => (path.clone(), compression, name),
+        TextEncoding::Transcoded(enc) => {
+            let tmp = TempFile(
+                ctx.temp_dir()
+                    .join(format!("duckmerge-{}.csv", uuid::Uuid::new_v4().simple())),
+            );
+            transcode_to_utf8(&path, compression, enc, &tmp.0)?;
+            let p = tmp.0.clone();
+            transcoded = Some(tmp);
+            (p, Compression::None, "utf-8")
+        }
+    };
+
+    let staging = staging_name();
+    let rejects_scan = format!("{}scan", staging_name());
+    let rejects_table = format!("{}rejects", staging_name());
+    let mut extra = Vec::new();
+    if cfg.on_bad_lines != OnBadLines::Error {
+        extra.push("ignore_errors = true".to_string());
+        extra.push("store_rejects = true".to_string());
+        extra.push(format!("rejects_table = {}", sql_string(&rejects_table)));
+        extra.push(format!("rejects_scan = {}", sql_string(&rejects_scan)));
+    }
+    let select = match &cfg.columns {
+        Some(cols) if !cols.is_empty() => cols
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "*".to_string(),
+    };
+    let limit = cfg.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+    let sql = format!(
+        "CREATE TABLE {} AS SELECT {select} FROM {}{limit}",
+        quote_ident(&staging),
+        read_csv_call(cfg, read_compression, read_encoding, &extra)
+    );
+    let params = [Param::Text(read_path.to_string_lossy().into_owned())];
+    if let Err(e) = backend.execute(&sql, &params, ctx) {
+        drop_quietly(backend, &staging, ctx);
+        drop(transcoded);
+        return Err(match e {
+            Error::Cancelled(_) => e,
+            e if cfg.columns.is_some() && e.to_string().contains("not found") => {
+                Error::Config(format!(
+                    "Step {step_id}: a column in `columns` is not in {}: {e}",
+                    path.display()
+                ))
+            }
+            e => with_ragged_line(
+                csv_error(step_id, &path, e),
+                cfg,
+                &path,
+                compression,
+                &encoding,
+            ),
+        });
+    }
+    drop(transcoded);
+
+    let mut rows_skipped = 0u64;
+    if cfg.on_bad_lines != OnBadLines::Error {
+        rows_skipped = backend
+            .query_value(
+                &format!("SELECT count(*) FROM {}", quote_ident(&rejects_table)),
+                &[],
+            )?
+            .as_u64()
+            .unwrap_or(0);
+        if cfg.on_bad_lines == OnBadLines::Reject {
+            let rejects_target = format!("{step_id}__rejects");
+            let rejects_staging = staging_name();
+            backend.execute(
+                &format!(
+                    "CREATE TABLE {} AS SELECT line, csv_line AS raw_line, error_type, error_message \
+                     FROM {} ORDER BY line",
+                    quote_ident(&rejects_staging),
+                    quote_ident(&rejects_table)
+                ),
+                &[],
+                ctx,
+            )?;
+            swap_in(backend, &rejects_staging, &rejects_target, ctx)?;
+        }
+        let _ = backend.execute(
+            &format!(
+                "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
+                quote_ident(&rejects_table),
+                quote_ident(&rejects_scan)
+            ),
+            &[],
+            ctx,
+        );
+    }
+
+    swap_in(backend, &staging, step_id, ctx)?;
+    let rows = backend_count(backend, step_id)?;
+    ctx.log_metric("rows_read", Value::from(rows));
+    if rows_skipped > 0 {
+        ctx.log_metric("rows_skipped", Value::from(rows_skipped));
+    }
+    ctx.log_event(
+        "extract_complete",
+        json_obj(json!({
+            "step_id": step_id, "table": step_id, "rows": rows, "rows_skipped": rows_skipped,
+            "percent": 100.0, "seconds": started.elapsed().as_secs_f64(),
+        })),
+    );
+    log::info!("Step {step_id}: loaded {rows} rows from {}", path.display());
+    let mut out = json!({"table": step_id, "rows": rows});
+    if rows_skipped > 0 {
+        out["rows_skipped"] = Value::from(rows_skipped);
+    }
+    Ok(out)
+}
+
+/// When DuckDB gave up without a line number (its sniffer fails on ragged
+/// files), find the first ragged record ourselves.
+fn with_ragged_line(
+    err: Error,
+    cfg: &ExtractorConfig,
+    path: &Path,
+    compression: Compression,
+    encoding: &TextEncoding,
+) -> Error {
+    let Error::Csv {
+        path: p,
+        line: None,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let single = |s: &str| (s.len() == 1).then(|| s.as_bytes()[0]);
+    let delimiter = match cfg.delimiter.as_str() {
+        "\\t" => Some(b'\t'),
+        d => single(d),
+    };
+    let quote = single(cfg.quotechar.as_deref().unwrap_or("\""));
+    let found = match (delimiter, quote, encoding) {
+        (Some(d), Some(q), TextEncoding::Native("utf-8" | "latin-1")) => {
+            find_ragged_line(path, compression, d, q, cfg.skip_rows)
+        }
+        _ => None,
+    };
+    match found {
+        Some((line, expected, got)) => Error::Csv {
+            path: p,
+            line: Some(line),
+            message: format!(
+                "Step {}: line {line} has {got} fields, expected {expected} (as in the first row). \
+                 Fix the file, or set on_bad_lines to \"skip\" or \"reject\" to load the other rows",
+                message.split(':').next().unwrap_or("").trim_start_matches("Step ").trim()
+            ),
+        },
+        None => Error::Csv { path: p, line: None, message },
+    }
+}
+
+/// Lists the CSV files of a folder with a column → type guess for each.
+fn discover(
+    step_id: &str,
+    dir: &Path,
+    cfg: &ExtractorConfig,
+    backend: &dyn SqlBackend,
+) -> Result<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("Step {step_id}: listing {}", dir.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            p.is_file()
+                && [".csv", ".csv.gz", ".csv.zst", ".tsv"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+        })
+        .collect();
+    files.sort();
+    let mut schemas = Map::new();
+    for f in &files {
+        let compression = Compression::resolve(&cfg.compression, f)?;
+        let encoding = match TextEncoding::parse(&cfg.encoding)? {
+            TextEncoding::Native(n) => n,
+            TextEncoding::Transcoded(_) => "utf-8",
+        };
+        let sql = format!(
+            "DESCRIBE SELECT * FROM {}",
+            read_csv_call(cfg, compression, encoding, &[])
+        );
+        let columns = match backend.query(&sql, &[Param::Text(f.to_string_lossy().into_owned())]) {
+            Ok(rows) => {
+                let mut m = Map::new();
+                for row in rows {
+                    if let (Some(Value::String(name)), Some(ty)) = (row.first(), row.get(1)) {
+                        m.insert(name.clone(), ty.clone());
+                    }
+                }
+                Value::Object(m)
+            }
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        schemas.insert(f.to_string_lossy().into_owned(), columns);
+    }
+    Ok(json!({
+        "files": files.iter().map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+        "total_files": files.len(),
+        "status": "success",
+        "schemas": schemas,
+    }))
+}
+
+fn prefix(step_id: &str, e: Error) -> Error {
+    match e {
+        Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),
+        other => other,
+    }
+}
+
+/// A temp file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{backend_columns, Database, NativeBackend, NullContext};
+    use std::sync::Arc;
+
+    fn backend() -> NativeBackend {
+        NativeBackend::new(&Arc::new(Database::in_memory().unwrap())).unwrap()
+    }
+
+    fn cfg(v: Value) -> ExtractorConfig {
+        ExtractorConfig::from_json("s", v).unwrap()
+    }
+
+    #[test]
+    fn unknown_key_lists_the_valid_ones() {
+        let err = ExtractorConfig::from_json("crm", json!({"path": "a.csv", "delimeter": ";"}))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("Step crm:"), "{text}");
+        assert!(
+            text.contains("delimeter")
+                && text.contains("delimiter")
+                && text.contains("on_bad_lines"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn loads_with_dtype_and_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.csv");
+        std::fs::write(&f, "id,zip,name\n1,00123,Ann\n2,04567,Bob\n").unwrap();
+        let b = backend();
+        let out = run_extract(
+            "people",
+            &cfg(json!({"path": f, "dtype": {"zip": "str"}, "columns": ["zip", "id"]})),
+            &b,
+            &NullContext,
+        )
+        .unwrap();
+        assert_eq!(out, json!({"table": "people", "rows": 2}));
+        assert_eq!(backend_columns(&b, "people").unwrap(), vec!["zip", "id"]);
+        let zip = b
+            .query_value("SELECT zip FROM people ORDER BY id LIMIT 1", &[])
+            .unwrap();
+        assert_eq!(zip, json!("00123"));
+    }
+
+    #[test]
+    fn ragged_rows_error_skip_or_reject() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.csv");
+        std::fs::write(&f, "a,b\n1,2\n3,4,5\n6,7\n").unwrap();
+        let b = backend();
+        let err = run_extract("r", &cfg(json!({"path": f})), &b, &NullContext).unwrap_err();
+        match err {
+            Error::Csv { line, .. } => assert_eq!(line, Some(3)),
+            other => panic!("expected CsvError, got {other}"),
+        }
+        let out = run_extract(
+            "r",
+            &cfg(json!({"path": f, "on_bad_lines": "skip"})),
+            &b,
+            &NullContext,
+        )
+        .unwrap();
+        assert_eq!(out, json!({"table": "r", "rows": 2, "rows_skipped": 1}));
+        run_extract(
+            "r",
+            &cfg(json!({"path": f, "on_bad_lines": "reject"})),
+            &b,
+            &NullContext,
+        )
+        .unwrap();
+        let rej = b
+            .query("SELECT line, raw_line FROM r__rejects", &[])
+            .unwrap();
+        assert_eq!(rej, vec![vec![json!(3), json!("3,4,5")]]);
+    }
+
+    #[test]
+    fn missing_file_names_the_absolute_path() {
+        let err = run_extract(
+            "m",
+            &cfg(json!({"path": "no/such.csv"})),
+            &backend(),
+            &NullContext,
+        )
+        .unwrap_err();
+        match err {
+            Error::SourceNotFound { path, .. } => assert!(path.is_absolute()),
+            other => panic!("{other}"),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Table → CSV or Parquet file, through DuckDB's `COPY` into a temp file in
+//! the target folder that is renamed over the target when complete.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::encoding::{transcode_from_utf8, TextEncoding};
+use super::Compression;
+use crate::backend::{
+    backend_columns, backend_count, backend_relation_exists, quote_ident, sql_string, SqlBackend,
+    StepContext,
+};
+use crate::error::{Error, Result};
+use crate::session::json_map as json_obj;
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_newline() -> String {
+    "lf".into()
+}
+fn default_encoding() -> String {
+    "utf-8".into()
+}
+fn default_quoting() -> String {
+    "minimal".into()
+}
+
+/// The CsvWriter's config. Unknown keys are errors listing these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterConfig {
+    /// The output file; parent folders are created.
+    pub path: String,
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// `lf`, `crlf` or `cr`.
+    #[serde(default = "default_newline")]
+    pub newline: String,
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// `minimal` or `all`.
+    #[serde(default = "default_quoting")]
+    pub quoting: String,
+    /// Columns in alphabetical order (the hosts' existing writer does this).
+    #[serde(default = "default_true")]
+    pub sort_columns: bool,
+    /// Exactly these columns, in this order.
+    pub columns: Option<Vec<String>>,
+    /// `csv` or `parquet`; default from the extension.
+    pub format: Option<String>,
+}
+
+impl WriterConfig {
+    pub fn from_json(step_id: &str, config: Value) -> Result<Self> {
+        let cfg: WriterConfig = serde_json::from_value(config)
+            .map_err(|e| Error::Config(format!("Step {step_id}: invalid CsvWriter config: {e}")))?;
+        if cfg.delimiter.is_empty() {
+            return Err(Error::Config(format!(
+                "Step {step_id}: delimiter must not be empty"
+            )));
+        }
+        Ok(cfg)
+    }
+}
+
+/// The file's format, from the config or the extension (`.parquet`, else CSV).
+fn output_format(cfg: &WriterConfig, path: &Path, step_id: &str) -> Result<&'static str> {
+    match cfg.format.as_deref() {
+        Some("csv") => Ok("csv"),
+        Some("parquet") => Ok("parquet"),
+        Some(other) => Err(Error::Config(format!(
+            "Step {step_id}: format {other:?} is not valid; use \"csv\" or \"parquet\""
+        ))),
+        None => {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            Ok(if name.ends_with(".parquet") || name.ends_with(".pq") {
+                "parquet"
+            } else {
+                "csv"
+            })
+        }
+    }
+}
+
+/// Writes `table` to `cfg.path` atomically. Returns the rows written.
+pub fn run_write(
+    step_id: &str,
+    table: &str,
+    cfg: &WriterConfig,
+    backend: &dyn SqlBackend,
+    ctx: &dyn StepContext,
+) -> Result<u64> {
+    if !backend_relation_exists(backend, table)? {
+        return Err(Error::table_not_found(table, Some(step_id)));
+    }
+    let target = std::path::absolute(&cfg.path)
+        .map_err(|e| Error::io(format!("Step {step_id}: resolving {}", cfg.path), e))?;
+    let format = output_format(cfg, &target, step_id)?;
+    let compression = Compression::from_extension(&target);
+    let newline = match cfg.newline.as_str() {
+        "lf" | "\n" => "\\n",
+        "crlf" | "\r\n" => "\\r\\n",
+        "cr" | "\r" => "\\r",
+        other => {
+            return Err(Error::Config(format!(
+                "Step {step_id}: newline {other:?} is not valid; use \"lf\", \"crlf\" or \"cr\""
+            )))
+        }
+    };
+    let force_quote = match cfg.quoting.as_str() {
+        "minimal" => false,
+        "all" => true,
+        other => {
+            return Err(Error::Config(format!(
+                "Step {step_id}: quoting {other:?} is not valid; use \"minimal\" or \"all\""
+            )))
+        }
+    };
+    let encoding = TextEncoding::parse(&cfg.encoding).map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),
+        other => other,
+    })?;
+
+    let available = backend_columns(backend, table)?;
+    let columns: Vec<String> = match &cfg.columns {
+        Some(cols) => {
+            let missing: Vec<&String> = cols.iter().filter(|c| !available.contains(c)).collect();
+            if !missing.is_empty() {
+                return Err(Error::Config(format!(
+                    "Step {step_id}: columns {missing:?} are not in table \"{table}\" (it has {available:?})"
+                )));
+            }
+            cols.clone()
+        }
+        None if cfg.sort_columns => {
+            let mut cols = available.clone();
+            cols.sort();
+            cols
+        }
+        None => available.clone(),
+    };
+    if columns.is_empty() {
+        return Err(Error::Config(format!(
+            "Step {step_id}: table \"{table}\" has no columns to write"
+        )));
+    }
+
+    let folder = target
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| Error::io(format!("Step {step_id}: creating {}", folder.display()), e))?;
+    let file_name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = TempPath(folder.join(format!(
+        ".{file_name}.{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    )));
+    // Non-UTF-8 CSV is written as UTF-8 first, then transcoded (and compressed) by Rust.
+    let transcode = match (format, encoding) {
+        ("csv", TextEncoding::Transcoded(enc)) => Some(enc),
+        ("csv", TextEncoding::Native("latin-1")) => Some(encoding_rs::WINDOWS_1252),
+        ("csv", TextEncoding::Native("utf-16")) => Some(encoding_rs::UTF_16LE),
+        _ => None,
+    };
+    let utf8_tmp = transcode.map(|_| {
+        TempPath(folder.join(format!(
+            ".{file_name}.{}.utf8.tmp",
+            uuid::Uuid::new_v4().simple()
+        )))
+    });
+    let copy_target = utf8_tmp.as_ref().map(|t| &t.0).unwrap_or(&tmp.0);
+
+    let select = columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let options = if format == "parquet" {
+        "FORMAT parquet, COMPRESSION zstd".to_string()
+    } else {
+        let mut o = vec![
+            "FORMAT csv".to_string(),
+            format!("HEADER {}", cfg.header),
+            format!("DELIMITER {}", sql_string(&cfg.delimiter)),
+            format!("NEW_LINE E'{newline}'"),
+        ];
+        if force_quote {
+            o.push("FORCE_QUOTE *".into());
+        }
+        let duck_compression = if transcode.is_some() {
+            Compression::None
+        } else {
+            compression
+        };
+        o.push(format!(
+            "COMPRESSION {}",
+            sql_string(duck_compression.duckdb_name())
+        ));
+        o.join(", ")
+    };
+    let sql = format!(
+        "COPY (SELECT {select} FROM {}) TO {} ({options})",
+        quote_ident(table),
+        sql_string(&copy_target.to_string_lossy())
+    );
+    ctx.log_event(
+        "write_start",
+        json_obj(json!({"step_id": step_id, "table": table, "path": target})),
+    );
+    backend.execute(&sql, &[], ctx).map_err(|e| match e {
+        Error::Sql { source, .. } => Error::Sql {
+            context: format!("Step {step_id}: writing {}", target.display()),
+            source,
+        },
+        other => other,
+    })?;
+    if let (Some(enc), Some(src)) = (transcode, &utf8_tmp) {
+        transcode_from_utf8(&src.0, enc, &tmp.0, compression).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),
+            other => other,
+        })?;
+    }
+    std::fs::rename(&tmp.0, &target).map_err(|e| {
+        Error::io(
+            format!("Step {step_id}: renaming onto {}", target.display()),
+            e,
+        )
+    })?;
+    let rows = backend_count(backend, table)?;
+    ctx.log_metric("rows_written", Value::from(rows));
+    ctx.log_event(
+        "write_complete",
+        json_obj(json!({"step_id": step_id, "table": table, "path": target, "rows": rows})),
+    );
+    log::info!(
+        "Step {step_id}: wrote {rows} rows of \"{table}\" to {}",
+        target.display()
+    );
+    Ok(rows)
+}
+
+/// A temp path removed when dropped (after a successful rename it is gone already).
+struct TempPath(PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Database, NativeBackend, NullContext};
+    use std::sync::Arc;
+
+    fn setup() -> (NativeBackend, tempfile::TempDir) {
+        let b = NativeBackend::new(&Arc::new(Database::in_memory().unwrap())).unwrap();
+        b.execute(
+            "CREATE TABLE t AS SELECT * FROM (VALUES (1, 'x, \"y\"', 'b'), (2, NULL, 'c')) v(id, note, a)",
+            &[],
+            &NullContext,
+        )
+        .unwrap();
+        (b, tempfile::tempdir().unwrap())
+    }
+
+    fn write(b: &NativeBackend, cfg: Value) -> Result<u64> {
+        run_write(
+            "w",
+            "t",
+            &WriterConfig::from_json("w", cfg)?,
+            b,
+            &NullContext,
+        )
+    }
+
+    #[test]
+    fn sorted_columns_crlf_and_quoting() {
+        let (b, dir) = setup();
+        let out = dir.path().join("sub/out.csv");
+        assert_eq!(
+            write(&b, json!({"path": out, "newline": "crlf"})).unwrap(),
+            2
+        );
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(text, "a,id,note\r\nb,1,\"x, \"\"y\"\"\"\r\nc,2,\r\n");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temp files left behind");
+    }
+
+    #[test]
+    fn table_order_and_explicit_columns() {
+        let (b, dir) = setup();
+        let out = dir.path().join("o.csv");
+        write(
+            &b,
+            json!({"path": out, "sort_columns": false, "header": false}),
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(&out).unwrap().starts_with("1,"));
+        write(&b, json!({"path": out, "columns": ["note", "id"]})).unwrap();
+        assert!(std::fs::read_to_string(&out)
+            .unwrap()
+            .starts_with("note,id\n"));
+        assert!(matches!(
+            write(&b, json!({"path": out, "columns": ["nope"]})),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn missing_table_is_table_not_found() {
+        let (b, dir) = setup();
+        let cfg = WriterConfig::from_json("w", json!({"path": dir.path().join("x.csv")})).unwrap();
+        let err = run_write("w", "missing", &cfg, &b, &NullContext).unwrap_err();
+        assert!(matches!(err, Error::TableNotFound(_)));
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}
