@@ -48,7 +48,8 @@ pub enum Error {
         source: duckdb::Error,
     },
 
-    /// A host's SQL connection (duckdb-python) rejected a statement.
+    /// DuckDB (through the C API or a host's duckdb-python connection)
+    /// rejected a statement.
     #[error("{context}: {message}")]
     HostSql { context: String, message: String },
 
@@ -85,6 +86,31 @@ impl Error {
                 Error::TableNotFound(format!("Step {step}: table \"{name}\" does not exist"))
             }
             None => Error::TableNotFound(format!("Table \"{name}\" does not exist")),
+        }
+    }
+
+    /// A DuckDB failure known only by its message (C API, duckdb-python).
+    pub fn sql_text(context: impl Into<String>, message: impl Into<String>) -> Self {
+        let (context, message) = (context.into(), message.into());
+        if message.contains("INTERRUPT") || message.contains("nterrupted") {
+            return Error::Cancelled(format!("{context}: query interrupted"));
+        }
+        Error::HostSql { context, message }
+    }
+
+    /// The same SQL failure described as `context` (e.g. `Step top: the
+    /// query failed`); other errors unchanged.
+    pub fn with_context(self, context: impl Into<String>) -> Self {
+        match self {
+            Error::Sql { source, .. } => Error::Sql {
+                context: context.into(),
+                source,
+            },
+            Error::HostSql { message, .. } => Error::HostSql {
+                context: context.into(),
+                message,
+            },
+            other => other,
         }
     }
 

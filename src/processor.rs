@@ -46,13 +46,7 @@ pub fn run_sql(
     let sql = format!("CREATE TABLE {} AS {query}", quote_ident(&staging));
     if let Err(e) = backend.execute(&sql, &[], ctx) {
         drop_quietly(backend, &staging, ctx);
-        return Err(match e {
-            Error::Sql { source, .. } => Error::Sql {
-                context: format!("Step {step_id}: the query failed"),
-                source,
-            },
-            other => other,
-        });
+        return Err(e.with_context(format!("Step {step_id}: the query failed")));
     }
     swap_in(backend, &staging, step_id, ctx)?;
     let rows = backend_count(backend, step_id)?;

@@ -3,9 +3,11 @@
 //! drivers and the session build statements the same way.
 
 mod native;
+mod raw;
 mod step;
 
 pub use native::Database;
+pub use raw::{Progress, RawConnection, RawDatabase};
 pub use step::{duckdb_value_to_json, NativeBackend, NullContext, SqlBackend, StepContext};
 
 use crate::error::{Error, Result};

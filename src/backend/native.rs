@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use duckdb::{Config, Connection};
+use duckdb::Connection;
 
+use super::raw::{RawConnection, RawDatabase};
 use crate::error::{Error, Result};
 use crate::session::Settings;
 
@@ -12,19 +13,23 @@ use crate::session::Settings;
 /// (`connect()`), so threads never share a `duckdb::Connection`.
 pub struct Database {
     path: PathBuf,
+    // Dropped before `raw` (field order): connections first, then the handle.
     primary: Mutex<Option<Connection>>,
+    raw: Mutex<Option<RawDatabase>>,
 }
 
 impl Database {
     /// Opens (or creates) the database file with the session's settings.
     pub fn open(path: &Path, settings: &Settings) -> Result<Self> {
-        let config = Config::default()
-            .with("memory_limit", &settings.memory_limit)
-            .and_then(|c| c.threads(settings.threads as i64))
-            .and_then(|c| c.with("temp_directory", settings.temp_dir.to_string_lossy()))
-            .map_err(|e| Error::Config(format!("invalid session settings: {e}")))?;
-        let conn = Connection::open_with_flags(path, config).map_err(|e| {
-            let text = e.to_string();
+        let options = [
+            ("memory_limit", settings.memory_limit.clone()),
+            ("threads", settings.threads.to_string()),
+            (
+                "temp_directory",
+                settings.temp_dir.to_string_lossy().into_owned(),
+            ),
+        ];
+        let raw = RawDatabase::open(path, &options).map_err(|text| {
             if text.contains("Could not set lock") || text.contains("Conflicting lock") {
                 Error::SessionLocked {
                     path: path.parent().unwrap_or(path).to_path_buf(),
@@ -39,22 +44,28 @@ impl Database {
                     settings.memory_limit
                 ))
             } else {
-                Error::sql(format!("opening {}", path.display()), e)
+                Error::sql_text(format!("opening {}", path.display()), text)
             }
         })?;
+        Self::from_raw(path, raw)
+    }
+
+    fn from_raw(path: &Path, raw: RawDatabase) -> Result<Self> {
+        let conn = raw
+            .connection()
+            .map_err(|e| Error::sql(format!("connecting to {}", path.display()), e))?;
         Ok(Database {
             path: path.to_path_buf(),
             primary: Mutex::new(Some(conn)),
+            raw: Mutex::new(Some(raw)),
         })
     }
 
     /// Opens an in-memory database (tests and scratch work).
     pub fn in_memory() -> Result<Self> {
-        let conn = Connection::open_in_memory().map_err(|e| Error::sql("opening :memory:", e))?;
-        Ok(Database {
-            path: PathBuf::from(":memory:"),
-            primary: Mutex::new(Some(conn)),
-        })
+        let raw = RawDatabase::open(Path::new(":memory:"), &[])
+            .map_err(|e| Error::sql_text("opening :memory:", e))?;
+        Self::from_raw(Path::new(":memory:"), raw)
     }
 
     /// The database file.
@@ -70,6 +81,14 @@ impl Database {
             .map_err(|e| Error::sql("opening a connection", e))
     }
 
+    /// A C-API connection whose progress can be read while it works.
+    pub fn connect_raw(&self) -> Result<RawConnection> {
+        let guard = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        let raw = guard.as_ref().ok_or(Error::Closed)?;
+        raw.raw_connection()
+            .map_err(|e| Error::sql_text("opening a connection", e))
+    }
+
     /// True once `close()` has run.
     pub fn is_closed(&self) -> bool {
         self.primary
@@ -78,21 +97,24 @@ impl Database {
             .is_none()
     }
 
-    /// Checkpoints and closes the primary connection. Idempotent. DuckDB
-    /// releases the file once connections still held by running results end.
+    /// Checkpoints and closes the database. Idempotent. DuckDB releases the
+    /// file once connections still held by running results end.
     pub fn close(&self) -> Result<()> {
         let conn = self
             .primary
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        let mut outcome = Ok(());
         if let Some(conn) = conn {
             if let Err(e) = conn.execute_batch("CHECKPOINT") {
                 log::warn!("checkpoint on close failed: {e}");
             }
-            conn.close()
-                .map_err(|(_, e)| Error::sql(format!("closing {}", self.path.display()), e))?;
+            outcome = conn
+                .close()
+                .map_err(|(_, e)| Error::sql(format!("closing {}", self.path.display()), e));
         }
-        Ok(())
+        drop(self.raw.lock().unwrap_or_else(|p| p.into_inner()).take());
+        outcome
     }
 }

@@ -6,13 +6,13 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use duckdb::{Connection, InterruptHandle};
+use duckdb::Connection;
 use serde_json::{Map, Value};
 
 use crate::arrow::Param;
 use crate::error::{Error, Result};
 
-use super::Database;
+use super::{Database, Progress, RawConnection};
 
 /// Runs SQL for a driver. Both implementations receive the same statements.
 pub trait SqlBackend {
@@ -40,6 +40,8 @@ pub trait StepContext {
     fn base_path(&self) -> Option<PathBuf>;
     /// Errors with `Cancelled` once the caller wants the work stopped (Ctrl-C).
     fn check_cancel(&self) -> Result<()>;
+    /// A long statement's progress, at most every 0.5 s.
+    fn on_progress(&self, _progress: Progress) {}
     /// The folder for temp files (transcoded inputs); the system temp by default.
     fn temp_dir(&self) -> PathBuf {
         std::env::temp_dir()
@@ -60,55 +62,61 @@ impl StepContext for NullContext {
     }
 }
 
-/// The session's own DuckDB. A step runs all its statements on one
+/// The session's own DuckDB. A step runs its statements on one C-API
 /// connection (temp tables such as DuckDB's CSV rejects stay visible), each
-/// in a worker thread so the caller can watch for cancellation.
+/// in a worker thread so the caller can report progress and watch for
+/// cancellation; small queries go through a duckdb-rs connection.
 pub struct NativeBackend {
-    conn: Arc<Mutex<Connection>>,
-    interrupt: Arc<InterruptHandle>,
+    raw: Arc<Mutex<()>>,
+    con: Arc<RawConnection>,
+    conn: Mutex<Connection>,
 }
 
 impl NativeBackend {
     pub fn new(db: &Database) -> Result<Self> {
-        let conn = db.connect()?;
-        let interrupt = conn.interrupt_handle();
         Ok(NativeBackend {
-            conn: Arc::new(Mutex::new(conn)),
-            interrupt,
+            raw: Arc::new(Mutex::new(())),
+            con: Arc::new(db.connect_raw()?),
+            conn: Mutex::new(db.connect()?),
         })
     }
 }
 
-fn run_statement(conn: &Connection, sql: &str, params: &[Param]) -> Result<()> {
-    if params.is_empty() {
-        conn.execute_batch(sql).map_err(|e| Error::sql("SQL", e))
-    } else {
-        conn.execute(sql, duckdb::params_from_iter(params.iter()))
-            .map(|_| ())
-            .map_err(|e| Error::sql("SQL", e))
-    }
-}
+/// How often a running statement's progress is reported.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 impl SqlBackend for NativeBackend {
     fn execute(&self, sql: &str, params: &[Param], ctx: &dyn StepContext) -> Result<()> {
+        if !params.is_empty() {
+            let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            return conn
+                .execute(sql, duckdb::params_from_iter(params.iter()))
+                .map(|_| ())
+                .map_err(|e| Error::sql("SQL", e));
+        }
         let (tx, rx) = sync_channel(1);
-        let conn = self.conn.clone();
-        let (sql, params) = (sql.to_string(), params.to_vec());
+        let (con, lock, sql) = (self.con.clone(), self.raw.clone(), sql.to_string());
         std::thread::Builder::new()
             .name("duckmerge-step".into())
             .spawn(move || {
-                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = tx.send(run_statement(&conn, &sql, &params));
+                // One statement at a time on the connection.
+                let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = tx.send(con.execute(&sql).map_err(|m| Error::sql_text("SQL", m)));
             })
             .map_err(|e| Error::io("starting the statement thread", e))?;
+        let mut last_report = std::time::Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(result) => return result,
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(e) = ctx.check_cancel() {
-                        self.interrupt.interrupt();
+                        self.con.interrupt();
                         let _ = rx.recv();
                         return Err(e);
+                    }
+                    if last_report.elapsed() >= PROGRESS_EVERY {
+                        last_report = std::time::Instant::now();
+                        ctx.on_progress(self.con.progress());
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {

@@ -109,6 +109,17 @@ pub fn transcode_from_utf8(
                 .auto_finish(),
         ),
     };
+    if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE {
+        // encoding_rs encodes UTF-16 as UTF-8 (WHATWG rules): write it here,
+        // with a byte-order mark, as Python's "utf-16" codec does.
+        return write_utf16(
+            &mut input,
+            &mut *out,
+            encoding == encoding_rs::UTF_16BE,
+            src,
+            dst,
+        );
+    }
     let mut encoder = encoding.new_encoder();
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();
@@ -160,6 +171,59 @@ pub fn transcode_from_utf8(
     Ok(())
 }
 
+fn write_utf16(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    big_endian: bool,
+    src: &Path,
+    dst: &Path,
+) -> Result<()> {
+    let werr = |e| Error::io(format!("writing {}", dst.display()), e);
+    out.write_all(if big_endian {
+        &[0xFE, 0xFF]
+    } else {
+        &[0xFF, 0xFE]
+    })
+    .map_err(werr)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut carry: Vec<u8> = Vec::new();
+    let mut encoded: Vec<u8> = Vec::with_capacity(2 << 20);
+    loop {
+        let n = input
+            .read(&mut buf)
+            .map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
+        carry.extend_from_slice(&buf[..n]);
+        let valid = match std::str::from_utf8(&carry) {
+            Ok(_) => carry.len(),
+            Err(e) if e.error_len().is_none() && n > 0 => e.valid_up_to(),
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "{} is not valid UTF-8 at byte {}",
+                    src.display(),
+                    e.valid_up_to()
+                )))
+            }
+        };
+        encoded.clear();
+        for unit in std::str::from_utf8(&carry[..valid])
+            .expect("checked")
+            .encode_utf16()
+        {
+            encoded.extend_from_slice(&if big_endian {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            });
+        }
+        out.write_all(&encoded).map_err(werr)?;
+        carry.drain(..valid);
+        if n == 0 {
+            break;
+        }
+    }
+    out.flush().map_err(werr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +244,19 @@ mod tests {
         let back = dir.path().join("back.csv");
         transcode_from_utf8(&utf8, enc, &back, Compression::None).unwrap();
         assert_eq!(std::fs::read(&back).unwrap(), b"a,b\n\x80uro,caf\xe9\n");
+    }
+
+    #[test]
+    fn utf16_output_has_a_bom_and_utf16_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in.csv");
+        std::fs::write(&src, "a,é\n").unwrap();
+        let out = dir.path().join("out.csv");
+        transcode_from_utf8(&src, encoding_rs::UTF_16LE, &out, Compression::None).unwrap();
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            vec![0xFF, 0xFE, b'a', 0, b',', 0, 0xE9, 0, b'\n', 0]
+        );
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub fn duckdb_type(name: &str) -> String {
 
 /// The `read_csv(...)` call for a config, with the path as parameter `?`.
 fn read_csv_call(
+    path: &str,
     cfg: &ExtractorConfig,
     compression: Compression,
     encoding: &str,
@@ -211,7 +212,7 @@ fn read_csv_call(
     ));
     opts.push(format!("encoding = {}", sql_string(encoding)));
     opts.extend(extra.iter().cloned());
-    format!("read_csv(?, {})", opts.join(", "))
+    format!("read_csv({path}, {})", opts.join(", "))
 }
 
 /// Runs the extractor step. Returns `{"table", "rows"}` (plus
@@ -283,14 +284,46 @@ pub fn run_extract(
         _ => "*".to_string(),
     };
     let limit = cfg.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
-    let sql = format!(
-        "CREATE TABLE {} AS SELECT {select} FROM {}{limit}",
+    // The path is a literal, not a parameter: the statement runs on a
+    // connection whose progress is read while it works (C API, no binding).
+    let path_sql = sql_string(&read_path.to_string_lossy());
+    let mut sql = format!(
+        "CREATE TABLE {} AS SELECT {select} FROM {}{limit};",
         quote_ident(&staging),
-        read_csv_call(cfg, read_compression, read_encoding, &extra)
+        read_csv_call(&path_sql, cfg, read_compression, read_encoding, &extra)
     );
-    let params = [Param::Text(read_path.to_string_lossy().into_owned())];
-    if let Err(e) = backend.execute(&sql, &params, ctx) {
+    let rejects_staging = staging_name();
+    if cfg.on_bad_lines != OnBadLines::Error {
+        // DuckDB's rejects tables are temporary (this connection only): copy
+        // the rows out in the same call.
+        sql.push_str(&format!(
+            // One row per rejected line (a line can fail in several ways);
+            // the raw line without its line break.
+            " CREATE TABLE {} AS SELECT line, \
+               rtrim(ltrim(min(csv_line), chr(13) || chr(10)), chr(13) || chr(10)) AS raw_line, \
+               string_agg(DISTINCT error_type, '; ') AS error_type, \
+               string_agg(error_message, '; ') AS error_message \
+             FROM {} GROUP BY line ORDER BY line; \
+             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+            quote_ident(&rejects_staging),
+            quote_ident(&rejects_table),
+            quote_ident(&rejects_table),
+            quote_ident(&rejects_scan),
+        ));
+    }
+    let mut outcome = backend.execute(&sql, &[], ctx);
+    if matches!(&outcome, Err(e) if e.to_string().contains("Maximum line size")) {
+        // A field longer than DuckDB's default 2 MB line limit: retry once
+        // with a larger limit (kept off by default, it sizes read buffers).
+        let long_lines = "max_line_size = 33554432, buffer_size = 67108864, ";
+        let retry = sql.replacen(", header = ", &format!(", {long_lines}header = "), 1);
         drop_quietly(backend, &staging, ctx);
+        log::info!("Step {step_id}: retrying with max_line_size=32MB for long fields");
+        outcome = backend.execute(&retry, &[], ctx);
+    }
+    if let Err(e) = outcome {
+        drop_quietly(backend, &staging, ctx);
+        drop_quietly(backend, &rejects_staging, ctx);
         drop(transcoded);
         return Err(match e {
             Error::Cancelled(_) => e,
@@ -311,39 +344,39 @@ pub fn run_extract(
     }
     drop(transcoded);
 
+    // DuckDB's sniffer can take a wider row for the header on small ragged
+    // files and load nothing without an error: the first record's field
+    // count (read by Rust) must match the table's.
+    if cfg.columns.is_none() && cfg.on_bad_lines == OnBadLines::Error {
+        if let Some(expected) = first_record_fields(cfg, &path, compression, &encoding) {
+            let got = crate::backend::backend_columns(backend, &staging)?.len();
+            if got != expected {
+                drop_quietly(backend, &staging, ctx);
+                let err = Error::Csv {
+                    path: path.clone(),
+                    line: None,
+                    message: format!(
+                        "Step {step_id}: rows have different field counts (the first has {expected})"
+                    ),
+                };
+                return Err(with_ragged_line(err, cfg, &path, compression, &encoding));
+            }
+        }
+    }
+
     let mut rows_skipped = 0u64;
     if cfg.on_bad_lines != OnBadLines::Error {
-        rows_skipped = backend
-            .query_value(
-                &format!("SELECT count(*) FROM {}", quote_ident(&rejects_table)),
-                &[],
-            )?
-            .as_u64()
-            .unwrap_or(0);
+        rows_skipped = backend_count(backend, &rejects_staging)?;
         if cfg.on_bad_lines == OnBadLines::Reject {
-            let rejects_target = format!("{step_id}__rejects");
-            let rejects_staging = staging_name();
-            backend.execute(
-                &format!(
-                    "CREATE TABLE {} AS SELECT line, csv_line AS raw_line, error_type, error_message \
-                     FROM {} ORDER BY line",
-                    quote_ident(&rejects_staging),
-                    quote_ident(&rejects_table)
-                ),
-                &[],
+            swap_in(
+                backend,
+                &rejects_staging,
+                &format!("{step_id}__rejects"),
                 ctx,
             )?;
-            swap_in(backend, &rejects_staging, &rejects_target, ctx)?;
+        } else {
+            drop_quietly(backend, &rejects_staging, ctx);
         }
-        let _ = backend.execute(
-            &format!(
-                "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
-                quote_ident(&rejects_table),
-                quote_ident(&rejects_scan)
-            ),
-            &[],
-            ctx,
-        );
     }
 
     swap_in(backend, &staging, step_id, ctx)?;
@@ -410,6 +443,37 @@ fn with_ragged_line(
     }
 }
 
+/// The field count of the first record after `skip_rows` (header row
+/// included), when Rust can read the file's dialect (explicit one-byte
+/// delimiter and quote, UTF-8 or latin-1).
+fn first_record_fields(
+    cfg: &ExtractorConfig,
+    path: &Path,
+    compression: Compression,
+    encoding: &TextEncoding,
+) -> Option<usize> {
+    let single = |s: &str| (s.len() == 1).then(|| s.as_bytes()[0]);
+    let delimiter = match cfg.delimiter.as_str() {
+        "\\t" => Some(b'\t'),
+        d => single(d),
+    }?;
+    let quote = single(cfg.quotechar.as_deref().unwrap_or("\""))?;
+    if cfg.comment.is_some() || !matches!(encoding, TextEncoding::Native("utf-8" | "latin-1")) {
+        return None;
+    }
+    let header_row = match cfg.header {
+        Some(Header::Row(n)) => n,
+        _ => 0,
+    };
+    super::first_record_fields(
+        path,
+        compression,
+        delimiter,
+        quote,
+        cfg.skip_rows + header_row,
+    )
+}
+
 /// Lists the CSV files of a folder with a column → type guess for each.
 fn discover(
     step_id: &str,
@@ -442,7 +506,7 @@ fn discover(
         };
         let sql = format!(
             "DESCRIBE SELECT * FROM {}",
-            read_csv_call(cfg, compression, encoding, &[])
+            read_csv_call("?", cfg, compression, encoding, &[])
         );
         let columns = match backend.query(&sql, &[Param::Text(f.to_string_lossy().into_owned())]) {
             Ok(rows) => {

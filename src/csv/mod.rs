@@ -110,6 +110,17 @@ pub fn csv_error(step_id: &str, path: &Path, err: Error) -> Error {
     }
 }
 
+/// The field count of the first non-empty record after `skip_lines` lines.
+pub fn first_record_fields(
+    path: &Path,
+    compression: Compression,
+    delimiter: u8,
+    quote: u8,
+    skip_lines: u64,
+) -> Option<usize> {
+    scan_records(path, compression, delimiter, quote, skip_lines, true).map(|(_, n, _)| n)
+}
+
 /// Finds the first record whose field count differs from the first
 /// record's, scanning the (decompressed) file as a stream with CSV quoting.
 /// Returns its 1-based physical line and the counts. Used when DuckDB's
@@ -120,6 +131,20 @@ pub fn find_ragged_line(
     delimiter: u8,
     quote: u8,
     skip_lines: u64,
+) -> Option<(u64, usize, usize)> {
+    scan_records(path, compression, delimiter, quote, skip_lines, false)
+}
+
+/// Walks the records; with `first_only`, returns `(line, fields, fields)`
+/// for the first record, else the first record whose field count differs
+/// from the first one's as `(line, expected, found)`.
+fn scan_records(
+    path: &Path,
+    compression: Compression,
+    delimiter: u8,
+    quote: u8,
+    skip_lines: u64,
+    first_only: bool,
 ) -> Option<(u64, usize, usize)> {
     use std::io::Read;
     let file = std::fs::File::open(path).ok()?;
@@ -143,6 +168,7 @@ pub fn find_ragged_line(
                     return None;
                 }
                 match expected {
+                    None if first_only => Some((line_of_record, fields, fields)),
                     None => {
                         expected = Some(fields);
                         None

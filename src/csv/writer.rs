@@ -220,13 +220,9 @@ pub fn run_write(
         "write_start",
         json_obj(json!({"step_id": step_id, "table": table, "path": target})),
     );
-    backend.execute(&sql, &[], ctx).map_err(|e| match e {
-        Error::Sql { source, .. } => Error::Sql {
-            context: format!("Step {step_id}: writing {}", target.display()),
-            source,
-        },
-        other => other,
-    })?;
+    backend
+        .execute(&sql, &[], ctx)
+        .map_err(|e| e.with_context(format!("Step {step_id}: writing {}", target.display())))?;
     if let (Some(enc), Some(src)) = (transcode, &utf8_tmp) {
         transcode_from_utf8(&src.0, enc, &tmp.0, compression).map_err(|e| match e {
             Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),

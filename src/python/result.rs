@@ -80,9 +80,13 @@ impl PyQueryResult {
     }
 
     fn pyarrow_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        import_optional(py, "pyarrow", "pyarrow", "to_arrow()")?;
+        let pa = import_optional(py, "pyarrow", "pyarrow", "to_arrow()")?;
         let (schema, batches) = self.batches(py)?;
-        PyTable::try_new(batches, schema)?.into_pyarrow(py)
+        let table = PyTable::try_new(batches, schema)?;
+        // Not pyarrow.table(): that imports pandas when it is installed (~0.3 s).
+        pa.getattr("RecordBatchReader")?
+            .call_method1("from_stream", (table,))?
+            .call_method0("read_all")
     }
 }
 
@@ -95,7 +99,9 @@ fn run_collect(
 ) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
     let conn = db.connect().py_err()?;
     let mut stream =
-        QueryStream::start(conn, sql.to_string(), params.to_vec(), context.to_string()).py_err()?;
+        // Everything is read anyway: DuckDB runs the query in parallel first.
+        QueryStream::start_with(conn, sql.to_string(), params.to_vec(), context.to_string(), true)
+            .py_err()?;
     let handle = stream.interrupt_handle();
     let mut schema = None;
     let mut batches = Vec::new();

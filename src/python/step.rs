@@ -115,6 +115,7 @@ impl SqlBackend for HostBackend {
 /// The host's ctx seen from a step: logging hooks, base path, Ctrl-C.
 pub(crate) struct HostContext {
     ctx: Py<PyAny>,
+    step_id: String,
     has_metric: bool,
     has_event: bool,
     base_path: Option<PathBuf>,
@@ -171,6 +172,17 @@ impl StepContext for HostContext {
 
     fn temp_dir(&self) -> PathBuf {
         self.temp_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    fn on_progress(&self, progress: crate::backend::Progress) {
+        let mut data = Map::new();
+        data.insert("step_id".into(), Value::from(self.step_id.clone()));
+        data.insert(
+            "percent".into(),
+            progress.percent.map(Value::from).unwrap_or(Value::Null),
+        );
+        data.insert("rows".into(), Value::from(progress.rows_processed));
+        self.log_event("progress", data);
     }
 }
 
@@ -239,6 +251,7 @@ impl StepEnv {
                 base_path: attr_path("base_path"),
                 temp_dir,
                 ctx: ctx.clone().unbind(),
+                step_id: step_id.to_string(),
                 interrupted: Mutex::new(None),
             },
             session,

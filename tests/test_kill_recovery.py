@@ -1,0 +1,151 @@
+"""A process killed (SIGKILL) in the middle of a CsvExtractor load leaves the
+session as it was: the step's previous table intact, no staging tables."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import duckmerge
+import pytest
+from _drivers_util import staging_tables, table_rows, write_bytes
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL needs POSIX")
+
+BIG_ROWS = 3_000_000
+SMALL_ROWS = [(1, "small-1"), (2, "small-2"), (3, "small-3")]
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+
+    import duckmerge
+
+    session = duckmerge.Session(sys.argv[1])
+    print("READY", flush=True)
+    out = duckmerge.CsvExtractor().run(
+        step_id="big", config={"path": sys.argv[2]}, inputs=None, ctx=session
+    )
+    print("DONE", out, flush=True)
+    session.close()
+    """
+)
+
+
+def make_big_csv(path: Path) -> None:
+    """~290 MB, 3M rows, through DuckDB's COPY (a couple of seconds)."""
+    con = duckdb.connect()
+    con.execute(
+        f"""
+        COPY (
+            SELECT range AS id,
+                   'name_' || range AS name,
+                   range * 0.5 AS score,
+                   'user' || range || '@example.com' AS email,
+                   DATE '2020-01-01' + (range % 1000)::INTEGER AS day,
+                   md5(range::VARCHAR) AS digest
+            FROM range({BIG_ROWS})
+        ) TO '{path}' (FORMAT csv, HEADER)
+        """
+    )
+    con.close()
+
+
+def read_lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def child_report(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    stderr = proc.stderr.read() if proc.stderr is not None else ""
+    return f"return code {proc.returncode}, stderr:\n{stderr}"
+
+
+def test_sigkill_mid_load_keeps_previous_table_and_leaves_no_staging(tmp_path):
+    session_path = tmp_path / "session"
+    big_csv = tmp_path / "big.csv"
+    started = time.monotonic()
+    make_big_csv(big_csv)
+    assert time.monotonic() - started < 60, "generating the big CSV took too long"
+
+    small_csv = write_bytes(tmp_path / "small.csv", "id,label\n1,small-1\n2,small-2\n3,small-3\n")
+    with duckmerge.Session(session_path) as session:
+        out = duckmerge.CsvExtractor().run(
+            step_id="big", config={"path": str(small_csv)}, inputs=None, ctx=session
+        )
+        assert out == {"table": "big", "rows": 3}
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(session_path), str(big_csv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = read_lines(proc)
+        try:
+            first = lines.get(timeout=60)
+        except queue.Empty:
+            pytest.fail(f"child never printed READY; {child_report(proc)}")
+        assert first == "READY", f"child printed {first!r}; {child_report(proc)}"
+
+        time.sleep(1.5)
+        if proc.poll() is not None:
+            report = child_report(proc)
+            pytest.skip(f"the 3M-row load ended within 1.5 s (too fast to kill mid-way); {report}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        remaining = []
+        while True:
+            try:
+                line = lines.get(timeout=5)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            remaining.append(line)
+        if any(line.startswith("DONE") for line in remaining):
+            pytest.skip("the load finished just before the kill; nothing to recover")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    with duckmerge.Session(session_path) as session:
+        assert table_rows(session, "big") == SMALL_ROWS
+        assert staging_tables(session) == []
+        assert session.tables() == ["big"]
+        # the session is usable again: the same step can run to completion
+        rerun = duckmerge.CsvExtractor().run(
+            step_id="big", config={"path": str(small_csv)}, inputs=None, ctx=session
+        )
+        assert rerun == {"table": "big", "rows": 3}
+
+    # the file stays readable by the duckdb package
+    con = duckdb.connect(str(session_path / "pipeline_data.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT * FROM big ORDER BY id").fetchall() == SMALL_ROWS
+    finally:
+        con.close()
