@@ -10,7 +10,9 @@ use duckdb::Connection;
 
 use super::stream::Poll;
 use super::types::{arrow_to_duckdb_sql, normalize_batch, normalize_schema};
-use crate::backend::{check_table_name, quote_ident, relation_exists, staging_name};
+use crate::backend::{
+    check_table_name, quote_ident, relation_exists, staging_name, Database, RawConnection,
+};
 use crate::error::{Error, Result};
 
 /// What `write_table` does when the target exists.
@@ -59,7 +61,9 @@ pub struct TableLoad {
 
 impl TableLoad {
     /// Starts a load of `schema`-shaped batches into `target`.
-    pub fn start(conn: Connection, target: &str, schema: &Schema, mode: WriteMode) -> Result<Self> {
+    pub fn start(db: &Database, target: &str, schema: &Schema, mode: WriteMode) -> Result<Self> {
+        let conn = db.connect()?;
+        let raw = db.connect_raw()?;
         check_table_name(target)?;
         if schema.fields().is_empty() {
             return Err(Error::Config(format!(
@@ -96,9 +100,18 @@ impl TableLoad {
         std::thread::Builder::new()
             .name("duckmerge-load".into())
             .spawn(move || {
-                let result = run_load(&conn, &create, &staging, &target, mode, &worker_schema, rx);
+                let result = run_load(
+                    &conn,
+                    &raw,
+                    &create,
+                    &staging,
+                    &target,
+                    mode,
+                    &worker_schema,
+                    rx,
+                );
                 if result.is_err() {
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = raw.execute("ROLLBACK");
                 }
                 let _ = done_tx.send(result);
             })
@@ -208,8 +221,10 @@ fn clone_result(r: &Result<u64>) -> Result<u64> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_load(
     conn: &Connection,
+    raw: &RawConnection,
     create: &str,
     staging: &str,
     target: &str,
@@ -218,23 +233,21 @@ fn run_load(
     rx: Receiver<LoadMessage>,
 ) -> Result<u64> {
     let ctx = |what: &str| format!("writing table \"{target}\": {what}");
-    conn.execute_batch("BEGIN TRANSACTION")
-        .map_err(|e| Error::sql(ctx("begin"), e))?;
-    conn.execute_batch(create)
-        .map_err(|e| Error::sql(ctx("creating the staging table"), e))?;
+    raw.execute(&format!("BEGIN TRANSACTION; {create}"))
+        .map_err(|e| Error::sql_text(ctx("creating the staging table"), e))?;
     let mut rows = 0u64;
     {
-        let mut appender = conn
-            .appender(staging)
-            .map_err(|e| Error::sql(ctx("opening the appender"), e))?;
+        let mut appender = raw
+            .appender(staging, schema)
+            .map_err(|e| Error::sql_text(ctx("opening the appender"), e))?;
         loop {
             match rx.recv() {
                 Ok(LoadMessage::Batch(batch)) => {
                     let batch = normalize_batch(batch, schema)?;
                     rows += batch.num_rows() as u64;
                     appender
-                        .append_record_batch(batch)
-                        .map_err(|e| Error::sql(ctx("appending rows"), e))?;
+                        .append(&batch)
+                        .map_err(|e| Error::sql_text(ctx("appending rows"), e))?;
                 }
                 Ok(LoadMessage::Commit) => break,
                 Err(_) => {
@@ -245,11 +258,11 @@ fn run_load(
             }
         }
         appender
-            .flush()
-            .map_err(|e| Error::sql(ctx("flushing the appender"), e))?;
+            .close()
+            .map_err(|e| Error::sql_text(ctx("flushing the appender"), e))?;
     }
-    let (s, t) = (quote_ident(staging), quote_ident(target));
     let exists = relation_exists(conn, target)?;
+    let (s, t) = (quote_ident(staging), quote_ident(target));
     let swap = match (mode, exists) {
         (WriteMode::Append, true) => {
             format!("INSERT INTO {t} BY NAME SELECT * FROM {s}; DROP TABLE {s};")
@@ -262,10 +275,10 @@ fn run_load(
         }
         (_, false) => format!("ALTER TABLE {s} RENAME TO {t};"),
     };
-    conn.execute_batch(&swap)
-        .map_err(|e| Error::sql(ctx("swapping the new rows in"), e))?;
-    conn.execute_batch("COMMIT")
-        .map_err(|e| Error::sql(ctx("commit"), e))?;
+    raw.execute(&swap)
+        .map_err(|e| Error::sql_text(ctx("swapping the new rows in"), e))?;
+    raw.execute("COMMIT")
+        .map_err(|e| Error::sql_text(ctx("commit"), e))?;
     log::debug!("wrote {rows} rows to table \"{target}\" ({mode:?})");
     Ok(rows)
 }
@@ -302,25 +315,26 @@ mod tests {
         .unwrap()
     }
 
-    fn write(conn: &Connection, name: &str, values: &[i64], mode: WriteMode) -> Result<u64> {
+    fn write(db: &Database, name: &str, values: &[i64], mode: WriteMode) -> Result<u64> {
         let b = batch(values);
-        let mut load = TableLoad::start(conn.try_clone().unwrap(), name, &b.schema(), mode)?;
+        let mut load = TableLoad::start(db, name, &b.schema(), mode)?;
         load.append(b)?;
         load.commit()
     }
 
     #[test]
     fn modes_create_replace_append() {
-        let conn = Connection::open_in_memory().unwrap();
-        assert_eq!(write(&conn, "t", &[1, 2, 3], WriteMode::Create).unwrap(), 3);
+        let db = Database::in_memory().unwrap();
+        let conn = db.connect().unwrap();
+        assert_eq!(write(&db, "t", &[1, 2, 3], WriteMode::Create).unwrap(), 3);
         assert!(matches!(
-            write(&conn, "t", &[9], WriteMode::Create),
+            write(&db, "t", &[9], WriteMode::Create),
             Err(Error::Config(_))
         ));
         assert_eq!(count(&conn, "t"), 3);
-        write(&conn, "t", &[4, 5], WriteMode::Append).unwrap();
+        write(&db, "t", &[4, 5], WriteMode::Append).unwrap();
         assert_eq!(count(&conn, "t"), 5);
-        write(&conn, "t", &[7], WriteMode::Replace).unwrap();
+        write(&db, "t", &[7], WriteMode::Replace).unwrap();
         assert_eq!(count(&conn, "t"), 1);
         assert_eq!(
             crate::backend::list_tables(&conn).unwrap(),
@@ -330,16 +344,11 @@ mod tests {
 
     #[test]
     fn abandoned_load_leaves_previous_table_and_no_staging() {
-        let conn = Connection::open_in_memory().unwrap();
-        write(&conn, "t", &[1, 2], WriteMode::Create).unwrap();
+        let db = Database::in_memory().unwrap();
+        let conn = db.connect().unwrap();
+        write(&db, "t", &[1, 2], WriteMode::Create).unwrap();
         let b = batch(&[10, 11, 12]);
-        let mut load = TableLoad::start(
-            conn.try_clone().unwrap(),
-            "t",
-            &b.schema(),
-            WriteMode::Replace,
-        )
-        .unwrap();
+        let mut load = TableLoad::start(&db, "t", &b.schema(), WriteMode::Replace).unwrap();
         load.append(b).unwrap();
         load.abort();
         assert_eq!(count(&conn, "t"), 2);

@@ -63,10 +63,9 @@ pub(crate) fn write_table(
     let mode: WriteMode = mode.parse().py_err()?;
     backend::check_table_name(name).py_err()?;
     let reader = arrow_reader(py, data)?.into_reader()?;
-    let conn = db.connect().py_err()?;
     let schema = reader.schema();
     let mut load = py
-        .detach(|| TableLoad::start(conn, name, &schema, mode))
+        .detach(|| TableLoad::start(db, name, &schema, mode))
         .py_err()?;
     for batch in reader {
         let batch = match batch {

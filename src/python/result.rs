@@ -97,38 +97,30 @@ fn run_collect(
     params: &[Param],
     context: &str,
 ) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
-    let conn = db.connect().py_err()?;
-    let mut stream =
-        // Everything is read anyway: DuckDB runs the query in parallel first.
-        QueryStream::start_with(conn, sql.to_string(), params.to_vec(), context.to_string(), true)
-            .py_err()?;
-    let handle = stream.interrupt_handle();
-    let mut schema = None;
-    let mut batches = Vec::new();
-    let schema_ref = &mut schema;
-    let batches_ref = &mut batches;
+    // Everything is read anyway: DuckDB runs the query in parallel and its
+    // C++ converter produces the Arrow batches (see RawConnection::query_arrow).
+    let con = Arc::new(db.connect_raw().py_err()?);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let worker = con.clone();
+    let (sql, params) = (sql.to_string(), params.to_vec());
+    std::thread::Builder::new()
+        .name("duckmerge-query".into())
+        .spawn(move || {
+            let _ = tx.send(worker.query_arrow(&sql, &params));
+        })
+        .map_err(|e| super::to_pyerr(Error::io("starting the query thread", e)))?;
     wait_interruptibly(
         py,
-        move |timeout| {
-            if schema_ref.is_none() {
-                match stream.poll_schema(timeout)? {
-                    crate::arrow::Poll::Ready(s) => *schema_ref = Some(s),
-                    crate::arrow::Poll::Pending => return Ok(crate::arrow::Poll::Pending),
-                }
-            }
-            loop {
-                match stream.poll_batch(timeout)? {
-                    crate::arrow::Poll::Ready(Some(b)) => batches_ref.push(b),
-                    crate::arrow::Poll::Ready(None) => return Ok(crate::arrow::Poll::Ready(())),
-                    crate::arrow::Poll::Pending => return Ok(crate::arrow::Poll::Pending),
-                }
-            }
+        move |timeout| match rx.recv_timeout(timeout) {
+            Ok(Ok(out)) => Ok(crate::arrow::Poll::Ready(out)),
+            Ok(Err(message)) => Err(Error::sql_text(context, message)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(crate::arrow::Poll::Pending),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Arrow(
+                "the query thread ended without a result".into(),
+            )),
         },
-        || handle.interrupt(),
-    )?;
-    let schema =
-        schema.ok_or_else(|| super::to_pyerr(Error::Arrow("query produced no schema".into())))?;
-    Ok((schema, batches))
+        || con.interrupt(),
+    )
 }
 
 fn html_escape(s: &str) -> String {
