@@ -4,9 +4,9 @@ What it shows:
 
 * opening a ``duckmerge.Session`` on a folder (or a temporary one that is
   removed on close);
-* running DuckDB SQL through the session with ``?`` parameters: each CSV in
-  ``examples/data/`` becomes a table named after its file stem (``crm``,
-  ``vendor_a``, ``vendor_b``) through DuckDB's ``read_csv``;
+* loading each CSV in ``examples/data/`` with the ``CsvExtractor`` driver
+  into a table named after its file stem (``crm``, ``vendor_a``,
+  ``vendor_b``) — staging table, swapped in when complete;
 * reading the session back: ``tables()``, ``table(name).columns``,
   ``len(table(name))`` and a small sample through ``sql(...).to_pandas()``
   (or ``fetchall()`` when pandas is not installed).
@@ -46,13 +46,10 @@ def load_csvs(session: duckmerge.Session, folder: Path) -> list[str]:
     """Load every ``*.csv`` in ``folder`` into a table named after its stem."""
     loaded = []
     for path in sorted(folder.glob("*.csv")):
-        table = path.stem
-        # The path is a parameter, the table name a quoted identifier.
-        session.execute(
-            f"CREATE OR REPLACE TABLE {quote_ident(table)} AS SELECT * FROM read_csv(?)",
-            [str(path)],
+        out = duckmerge.CsvExtractor().run(
+            step_id=path.stem, config={"path": str(path)}, inputs=None, ctx=session
         )
-        loaded.append(table)
+        loaded.append(out["table"])
     return loaded
 
 
