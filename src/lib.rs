@@ -5,6 +5,7 @@ pub mod arrow;
 pub mod backend;
 pub mod csv;
 pub mod error;
+pub mod merge;
 pub mod processor;
 pub mod session;
 

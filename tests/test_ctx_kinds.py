@@ -75,6 +75,7 @@ def test_drivers_registry_maps_component_names_to_classes():
         "filesystem.csv_extractor": duckmerge.CsvExtractor,
         "filesystem.csv_writer": duckmerge.CsvWriter,
         "duckdb.processor": duckmerge.SqlProcessor,
+        "crm.merge": duckmerge.MergeDriver,
     }
 
 

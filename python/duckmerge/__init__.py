@@ -16,6 +16,7 @@ from duckmerge._duckmerge import (
     CsvExtractor,
     CsvWriter,
     DuckMergeError,
+    MergeDriver,
     Result,
     SessionLockedError,
     Session,
@@ -31,6 +32,7 @@ DRIVERS: dict[str, type] = {
     "filesystem.csv_extractor": CsvExtractor,
     "filesystem.csv_writer": CsvWriter,
     "duckdb.processor": SqlProcessor,
+    "crm.merge": MergeDriver,
 }
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "CsvWriter",
     "DRIVERS",
     "DuckMergeError",
+    "MergeDriver",
     "Result",
     "Session",
     "SessionLockedError",

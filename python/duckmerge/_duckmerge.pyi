@@ -18,6 +18,7 @@ __all__ = [
     "CsvWriter",
     "DUCKDB_VERSION",
     "DuckMergeError",
+    "MergeDriver",
     "Result",
     "Session",
     "SessionLockedError",
@@ -163,6 +164,19 @@ class SqlProcessor:
     """Stores a query's result as table ``step_id`` (``"duckdb.processor"``)."""
 
     def __new__(cls) -> SqlProcessor: ...
+    def run(
+        self,
+        step_id: str,
+        config: dict[str, Any],
+        inputs: dict[str, Any] | None = None,
+        ctx: Any = None,
+    ) -> dict[str, Any]: ...
+
+@final
+class MergeDriver:
+    """The CRM merge: original + enriched sources → one row per original row (``"crm.merge"``)."""
+
+    def __new__(cls) -> MergeDriver: ...
     def run(
         self,
         step_id: str,

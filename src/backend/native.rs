@@ -54,6 +54,9 @@ impl Database {
         let conn = raw
             .connection()
             .map_err(|e| Error::sql(format!("connecting to {}", path.display()), e))?;
+        // The merge's key normalisers, as a SQL function for every connection.
+        crate::merge::udf::register(&conn)
+            .map_err(|e| Error::sql("registering duckmerge_normalize", e))?;
         Ok(Database {
             path: path.to_path_buf(),
             primary: Mutex::new(Some(conn)),

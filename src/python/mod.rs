@@ -4,6 +4,7 @@ mod connection;
 mod csv_extractor;
 mod csv_writer;
 mod errors;
+mod merge_driver;
 mod result;
 mod session;
 mod sql_processor;
@@ -135,6 +136,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<csv_extractor::PyCsvExtractor>()?;
     m.add_class::<csv_writer::PyCsvWriter>()?;
     m.add_class::<sql_processor::PySqlProcessor>()?;
+    m.add_class::<merge_driver::PyMergeDriver>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     let version: String = duckdb::Connection::open_in_memory()
         .and_then(|c| c.query_row("SELECT version()", [], |r| r.get(0)))
