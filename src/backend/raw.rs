@@ -17,6 +17,21 @@ use crate::arrow::Param;
 /// Rows per chunk DuckDB's appender and converters work with.
 const VECTOR_SIZE: usize = 2048;
 
+/// A C string DuckDB owns, as Rust text; `fallback` when it is null.
+///
+/// # Safety
+/// `ptr` must be null or point to a NUL-terminated string alive for the call.
+unsafe fn c_text(ptr: *const std::os::raw::c_char, fallback: &str) -> String {
+    if ptr.is_null() {
+        fallback.to_string()
+    } else {
+        // SAFETY: non-null and NUL-terminated per the caller's contract.
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 /// Takes a `duckdb_error_data`: its message if it holds an error. Destroys it.
 fn take_error(mut err: ffi::duckdb_error_data) -> Option<String> {
     if err.is_null() {
@@ -163,13 +178,7 @@ impl RawConnection {
         } else {
             // SAFETY: on error `result` holds a NUL-terminated message (or null).
             let msg = unsafe { ffi::duckdb_result_error(&mut result) };
-            Err(if msg.is_null() {
-                "query failed".to_string()
-            } else {
-                unsafe { CStr::from_ptr(msg) }
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            Err(unsafe { c_text(msg, "query failed") })
         };
         // SAFETY: `result` was filled by duckdb_query and is destroyed once.
         unsafe { ffi::duckdb_destroy_result(&mut result) };
@@ -194,11 +203,7 @@ impl RawConnection {
         let state = if prepared != ffi::DuckDBSuccess {
             // SAFETY: the error text lives until the statement is destroyed.
             let m = unsafe { ffi::duckdb_prepare_error(stmt) };
-            let message = if m.is_null() {
-                "could not prepare the statement".to_string()
-            } else {
-                unsafe { CStr::from_ptr(m) }.to_string_lossy().into_owned()
-            };
+            let message = unsafe { c_text(m, "could not prepare the statement") };
             // SAFETY: `stmt` came from duckdb_prepare and is destroyed once.
             unsafe { ffi::duckdb_destroy_prepare(&mut stmt) };
             if !(params.is_empty() && message.contains("multiple statements")) {
@@ -224,13 +229,7 @@ impl RawConnection {
         } else {
             // SAFETY: on error `result` holds a NUL-terminated message (or null).
             let msg = unsafe { ffi::duckdb_result_error(&mut result) };
-            Err(if msg.is_null() {
-                "query failed".to_string()
-            } else {
-                unsafe { CStr::from_ptr(msg) }
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            Err(unsafe { c_text(msg, "query failed") })
         };
         // SAFETY: `result` was filled by DuckDB and is destroyed once.
         unsafe { ffi::duckdb_destroy_result(&mut result) };
