@@ -737,3 +737,14 @@ def test_two_extractors_in_two_threads_into_one_session(session, tmp_path):
             session, f"SELECT count(*), sum(id), min(label), count(DISTINCT label) FROM {name}"
         ) == [(n, n * (n - 1) // 2, f"{name}-0", n)]
     assert staging_tables(session) == []
+
+
+def test_engine_failure_names_the_step_and_file(tmp_path):
+    # An out-of-memory failure is not a CSV problem, but the message still
+    # says which step and which file.
+    f = write_bytes(tmp_path / "m.csv", "a,b\n" + "".join(f"{i},x{i}\n" for i in range(20000)))
+    with duckmerge.Session(tmp_path / "s", memory_limit="1MB") as s:
+        with pytest.raises(duckmerge.DuckMergeError) as err:
+            duckmerge.CsvExtractor().run(step_id="crm", config={"path": str(f)}, ctx=s)
+    assert "Step crm" in str(err.value)
+    assert str(f) in str(err.value)

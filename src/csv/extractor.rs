@@ -333,8 +333,10 @@ pub fn run_extract(
                     path.display()
                 ))
             }
+            // Not a CSV problem (out of memory, disk full …): still name the step and file.
             e => with_ragged_line(
-                csv_error(step_id, &path, e),
+                csv_error(step_id, &path, e)
+                    .with_context(format!("Step {step_id}: loading {}", path.display())),
                 cfg,
                 &path,
                 compression,
