@@ -73,26 +73,12 @@ impl QueryStream {
         params: Vec<Param>,
         context: String,
     ) -> Result<Self> {
-        Self::start_with(conn, sql, params, context, false)
-    }
-
-    /// Like [`QueryStream::start`]; with `materialize`, DuckDB runs the whole
-    /// query first (in parallel) and the batches are then read from its
-    /// result. Faster for consumers that read everything anyway (`to_arrow`);
-    /// the streaming mode keeps memory bounded for large exports.
-    pub fn start_with(
-        conn: Connection,
-        sql: String,
-        params: Vec<Param>,
-        context: String,
-        materialize: bool,
-    ) -> Result<Self> {
         let interrupt = conn.interrupt_handle();
         let (tx, rx) = sync_channel(CHANNEL_DEPTH);
         let worker = std::thread::Builder::new()
             .name("duckmerge-query".into())
             .spawn(move || {
-                if let Err(e) = run_query(&conn, &sql, &params, &context, materialize, &tx) {
+                if let Err(e) = run_query(&conn, &sql, &params, &context, &tx) {
                     let _ = tx.send(Message::Failed(e));
                 }
             })
@@ -246,7 +232,6 @@ fn run_query(
     sql: &str,
     params: &[Param],
     context: &str,
-    materialize: bool,
     tx: &std::sync::mpsc::SyncSender<Message>,
 ) -> Result<()> {
     let mut stmt = match conn.prepare(sql) {
@@ -261,15 +246,10 @@ fn run_query(
         }
         Err(e) => return Err(Error::sql(context, e)),
     };
-    let schema = if materialize {
-        stmt.query_arrow(duckdb::params_from_iter(params.iter()))
-            .map_err(|e| Error::sql(context, e))?
-            .get_schema()
-    } else {
-        stmt.stream_arrow(duckdb::params_from_iter(params.iter()))
-            .map_err(|e| Error::sql(context, e))?
-            .get_schema()
-    };
+    let schema = stmt
+        .stream_arrow(duckdb::params_from_iter(params.iter()))
+        .map_err(|e| Error::sql(context, e))?
+        .get_schema();
     if tx.send(Message::Schema(schema.clone())).is_err() {
         return Ok(());
     }

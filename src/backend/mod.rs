@@ -58,18 +58,18 @@ pub fn list_tables(conn: &duckdb::Connection) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Counts tables and views named `?` in the main schema (both backends use it).
+const RELATION_EXISTS_SQL: &str =
+    "SELECT count(*) FROM (SELECT table_name AS n FROM duckdb_tables() \
+       WHERE database_name = current_database() AND schema_name = 'main' \
+     UNION ALL SELECT view_name FROM duckdb_views() \
+       WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal) \
+     WHERE n = ?";
+
 /// True when a table or view named exactly `name` exists in the main schema.
 pub fn relation_exists(conn: &duckdb::Connection, name: &str) -> Result<bool> {
     let n: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM (SELECT table_name AS n FROM duckdb_tables() \
-               WHERE database_name = current_database() AND schema_name = 'main' \
-             UNION ALL SELECT view_name FROM duckdb_views() \
-               WHERE database_name = current_database() AND schema_name = 'main' \
-               AND NOT internal) WHERE n = ?",
-            [name],
-            |row| row.get(0),
-        )
+        .query_row(RELATION_EXISTS_SQL, [name], |row| row.get(0))
         .map_err(|e| Error::sql(format!("looking up table \"{name}\""), e))?;
     Ok(n > 0)
 }
@@ -133,11 +133,7 @@ pub fn drop_quietly(backend: &dyn SqlBackend, table: &str, ctx: &dyn StepContext
 /// True when `name` is a table or view in the main schema (any backend).
 pub fn backend_relation_exists(backend: &dyn SqlBackend, name: &str) -> Result<bool> {
     let n = backend.query_value(
-        "SELECT count(*) FROM (SELECT table_name AS n FROM duckdb_tables() \
-           WHERE database_name = current_database() AND schema_name = 'main' \
-         UNION ALL SELECT view_name FROM duckdb_views() \
-           WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal) \
-         WHERE n = ?",
+        RELATION_EXISTS_SQL,
         &[crate::arrow::Param::Text(name.to_string())],
     )?;
     Ok(n.as_i64().unwrap_or(0) > 0)

@@ -6,6 +6,7 @@ use pyo3::types::PyDict;
 use serde_json::{Map, Value};
 
 use super::connection::{list_tables, table_result, write_table};
+use super::step::py_to_json;
 use super::{extract_params, IntoPy, PyConnection, PyQueryResult};
 use crate::session::{Session, SessionOptions, SettingsArgs};
 
@@ -29,21 +30,9 @@ impl PySession {
     }
 }
 
-/// Python value → JSON through `json.dumps(default=str)`: anything prints.
-fn to_json(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Value> {
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("default", py.import("builtins")?.getattr("str")?)?;
-    let text: String = py
-        .import("json")?
-        .call_method("dumps", (value,), Some(&kwargs))?
-        .extract()?;
-    serde_json::from_str(&text)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("not JSON-serialisable: {e}")))
-}
-
 fn kwargs_map(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Map<String, Value>> {
     match kwargs {
-        Some(k) => match to_json(py, k.as_any())? {
+        Some(k) => match py_to_json(py, k.as_any())? {
             Value::Object(m) => Ok(m),
             _ => Ok(Map::new()),
         },
@@ -144,7 +133,7 @@ impl PySession {
         value: &Bound<'_, PyAny>,
         tags: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        let value = to_json(py, value)?;
+        let value = py_to_json(py, value)?;
         let tags = kwargs_map(py, tags)?;
         self.inner.log_metric(name, value, tags).py_err()
     }
