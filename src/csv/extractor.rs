@@ -107,6 +107,7 @@ pub struct ExtractorConfig {
 impl ExtractorConfig {
     /// Parses a config, naming the step in errors.
     pub fn from_json(step_id: &str, config: Value) -> Result<Self> {
+        crate::error::require_mapping(step_id, "CsvExtractor", &config)?;
         let cfg: ExtractorConfig = serde_json::from_value(config).map_err(|e| {
             Error::Config(format!("Step {step_id}: invalid CsvExtractor config: {e}"))
         })?;
@@ -213,6 +214,40 @@ fn read_csv_call(
     opts.push(format!("encoding = {}", sql_string(encoding)));
     opts.extend(extra.iter().cloned());
     format!("read_csv({path}, {})", opts.join(", "))
+}
+
+/// The columns a file would load as, without loading it: DuckDB's sniffer
+/// reads a sample. `None` when that cannot be known cheaply (encodings Rust
+/// transcodes) or the sniffer fails (the real load then reports the error
+/// with its line). Lets the merge check its key columns before any work.
+pub fn sniff_columns(
+    cfg: &ExtractorConfig,
+    backend: &dyn SqlBackend,
+    ctx: &dyn StepContext,
+) -> Option<Vec<String>> {
+    if let Some(cols) = cfg.columns.as_ref().filter(|c| !c.is_empty()) {
+        return Some(cols.clone());
+    }
+    let path = resolve_input(&cfg.path, ctx);
+    let compression = Compression::resolve(&cfg.compression, &path).ok()?;
+    let TextEncoding::Native(encoding) = TextEncoding::parse(&cfg.encoding).ok()? else {
+        return None;
+    };
+    let call = read_csv_call(
+        &sql_string(&path.to_string_lossy()),
+        cfg,
+        compression,
+        encoding,
+        &[],
+    );
+    let rows = backend
+        .query(&format!("DESCRIBE SELECT * FROM {call}"), &[])
+        .ok()?;
+    Some(
+        rows.into_iter()
+            .filter_map(|r| r.into_iter().next()?.as_str().map(String::from))
+            .collect(),
+    )
 }
 
 /// Runs the extractor step. Returns `{"table", "rows"}` (plus

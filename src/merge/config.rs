@@ -131,7 +131,7 @@ impl KeyConfig {
             Value::String(c) if !c.is_empty() => Ok(KeyConfig {
                 column: c.clone(),
                 enriched_column: c.clone(),
-                normalize: default_normalize(c),
+                normalize: default_normalize(None, false),
             }),
             Value::Object(m) => {
                 if let Some(bad) = m.keys().find(|k| !KEY_FIELDS.contains(&k.as_str())) {
@@ -160,7 +160,7 @@ impl KeyConfig {
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
                 let normalize = match m.get("normalize").and_then(Value::as_str) {
-                    None => default_normalize(&column),
+                    None => default_normalize(region.as_ref(), canonical),
                     Some("text") => KeyNormalize::Text,
                     Some("email") => KeyNormalize::Email { canonical },
                     Some("phone") => KeyNormalize::Phone { default_region: region.clone() },
@@ -171,12 +171,25 @@ impl KeyConfig {
                         )))
                     }
                 };
-                if let (KeyNormalize::Phone { .. }, Some(r)) = (&normalize, &region) {
-                    if r.len() != 2 || !r.chars().all(|c| c.is_ascii_alphabetic()) {
+                if let Some(r) = &region {
+                    let known = matches!(&normalize, KeyNormalize::Phone { .. })
+                        && r.len() == 2
+                        && crate::merge::udf::parse_spec(&format!(
+                            "phone:{}",
+                            r.to_ascii_uppercase()
+                        ))
+                        .is_ok();
+                    if !known {
                         return Err(Error::Config(format!(
-                            "{what}: default_region {r:?} is not a two-letter country code such as \"CZ\""
+                            "{what}: default_region {r:?} is not valid here; it needs normalize \
+                             \"phone\" and a two-letter country code such as \"CZ\""
                         )));
                     }
+                }
+                if canonical && !matches!(&normalize, KeyNormalize::Email { .. }) {
+                    return Err(Error::Config(format!(
+                        "{what}: email_canonical needs normalize \"email\""
+                    )));
                 }
                 Ok(KeyConfig {
                     column,
@@ -191,15 +204,16 @@ impl KeyConfig {
     }
 }
 
-/// `"email"` → the email normaliser, `"phone"` → phone; else text.
-fn default_normalize(column: &str) -> KeyNormalize {
-    let c = column.to_ascii_lowercase();
-    if c.contains("email") || c.contains("e-mail") {
-        KeyNormalize::Email { canonical: false }
-    } else if c.contains("phone") || c.contains("mobile") || c.contains("tel") {
+/// The normaliser when a key names none: `text` (the documented default),
+/// unless the key's options only make sense for another one
+/// (`default_region` → phone, `email_canonical` → email).
+fn default_normalize(region: Option<&String>, canonical: bool) -> KeyNormalize {
+    if region.is_some() {
         KeyNormalize::Phone {
-            default_region: None,
+            default_region: region.cloned(),
         }
+    } else if canonical {
+        KeyNormalize::Email { canonical }
     } else {
         KeyNormalize::Text
     }
@@ -268,6 +282,10 @@ fn default_strategy() -> Strategy {
     Strategy::First
 }
 
+/// The most enriched sources one merge takes (the contributing sources of a
+/// row are kept as bits of one BIGINT).
+pub const MAX_SOURCES: usize = 62;
+
 /// The whole merge config.
 #[derive(Debug, Clone)]
 pub struct MergeConfig {
@@ -287,6 +305,7 @@ impl MergeConfig {
     /// Parses and checks a config; every problem is a `ConfigError` naming the step.
     pub fn from_json(step_id: &str, config: Value) -> Result<MergeConfig> {
         let err = |m: String| Error::Config(format!("Step {step_id}: {m}"));
+        crate::error::require_mapping(step_id, "merge", &config)?;
         let raw: RawConfig = serde_json::from_value(config)
             .map_err(|e| err(format!("invalid merge config: {e}")))?;
         let original =
@@ -309,6 +328,12 @@ impl MergeConfig {
                     s.name
                 )));
             }
+        }
+        if enriched.len() > MAX_SOURCES {
+            return Err(err(format!(
+                "enriched lists {} sources; at most {MAX_SOURCES} are supported in one merge",
+                enriched.len()
+            )));
         }
         if raw.keys.is_empty() {
             return Err(err(
@@ -355,6 +380,31 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn key_options_imply_their_normaliser_and_are_checked() {
+        let key = |k: Value| {
+            MergeConfig::from_json(
+                "m",
+                json!({"original": "crm", "enriched": ["a"], "keys": [k]}),
+            )
+        };
+        let c = key(json!({"column": "tel", "default_region": "CZ"})).unwrap();
+        assert_eq!(
+            c.keys[0].normalize,
+            KeyNormalize::Phone {
+                default_region: Some("CZ".into())
+            }
+        );
+        let c = key(json!({"column": "mail", "email_canonical": true})).unwrap();
+        assert_eq!(c.keys[0].normalize, KeyNormalize::Email { canonical: true });
+        let e = key(json!({"column": "tel", "normalize": "phone", "default_region": "XX"}));
+        assert!(e.unwrap_err().to_string().contains("default_region \"XX\""));
+        let e = key(json!({"column": "tel", "normalize": "text", "default_region": "CZ"}));
+        assert!(e.is_err());
+        let e = MergeConfig::from_json("m", json!(["crm"]));
+        assert!(e.unwrap_err().to_string().contains("must be a mapping"));
+    }
+
+    #[test]
     fn shorthand_keys_and_sources() {
         let c = MergeConfig::from_json(
             "m",
@@ -364,10 +414,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.enriched[1].name, "vendor_b");
         assert_eq!(c.enriched[1].priority, Some(2));
-        assert_eq!(
-            c.keys[0].normalize,
-            KeyNormalize::Email { canonical: false }
-        );
+        // The documented default is text, whatever the column is called.
+        assert_eq!(c.keys[0].normalize, KeyNormalize::Text);
         assert_eq!(
             c.keys[1].normalize,
             KeyNormalize::Phone {

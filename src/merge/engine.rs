@@ -1,25 +1,34 @@
 //! The merge engine: five stages of SQL run through a [`SqlBackend`].
 //!
 //! `import_original` and `import_enriched` load file sources with the CSV
-//! extractor; `consolidate` stacks the vendor rows with their normalised keys
-//! into one table; `match_merge` matches each original row on the first key
-//! (in order) any vendor row shares, picks each field's value by strategy and
+//! extractor; `consolidate` stacks every vendor row, with its normalised keys,
+//! into one table shared by every step of the session that merges against the
+//! same vendors; `match_merge` matches each original row on the first key (in
+//! order) any vendor row shares, picks each field's value by strategy and
 //! joins it back onto the original in its row order; `export` writes the
 //! optional output file. Exactly one output row per original row, whatever
 //! duplicates the vendors hold.
-
-use std::collections::BTreeMap;
+//!
+//! Each stage records a fingerprint of its inputs and config in
+//! `_duckmerge_stages` (see [`super::resume`]); a rerun skips the stages whose
+//! fingerprint is unchanged.
 
 use serde_json::{json, Map, Value};
 
 use super::config::{KeyConfig, KeyNormalize, MergeConfig, OnConflict, SourceConfig, Strategy};
+use super::resume::{
+    columns_with_types, consolidated_table, file_identity, fingerprint, source_identity, StageLog,
+};
 use super::udf::FUNCTION;
 use crate::backend::{
-    backend_columns, backend_count, backend_relation_exists, drop_quietly, quote_ident, sql_string,
-    staging_name, swap_in, SqlBackend, StepContext,
+    backend_count, backend_relation_exists, drop_quietly, quote_ident, sql_string, staging_name,
+    swap_in, SqlBackend, StepContext,
 };
-use crate::csv::{resolve_input, run_extract, run_write, ExtractorConfig, WriterConfig};
+use crate::csv::{
+    resolve_input, run_extract, run_write, sniff_columns, ExtractorConfig, WriterConfig,
+};
 use crate::error::{Error, Result};
+use crate::session::json_map;
 
 /// The stages, in order, as named in events and logs.
 pub const STAGES: [&str; 5] = [
@@ -30,28 +39,52 @@ pub const STAGES: [&str; 5] = [
     "export",
 ];
 
+/// Bit position of the source index in `__dm_ord` (`src << 40 | rowid`):
+/// one BIGINT that orders vendor rows by source, then row.
+const ORD_SHIFT: u32 = 40;
+
 /// What a merge produced.
 #[derive(Debug, Clone)]
 pub struct MergeOutput {
     pub table: String,
     pub rows: u64,
     pub stats: Value,
+    /// Stages skipped because their inputs and config were unchanged.
+    pub skipped: Vec<String>,
 }
 
-fn progress(ctx: &dyn StepContext, step_id: &str, stage: usize, rows: u64, message: String) {
-    log::info!("[MergeEngine] {message}");
-    let mut data = Map::new();
-    data.insert("step_id".into(), json!(step_id));
-    data.insert("stage".into(), json!(STAGES[stage]));
-    data.insert("stage_index".into(), json!(stage + 1));
-    data.insert("stage_count".into(), json!(STAGES.len()));
-    data.insert(
-        "percent".into(),
-        json!(((stage + 1) as f64 / STAGES.len() as f64 * 100.0).round()),
-    );
-    data.insert("rows".into(), json!(rows));
-    data.insert("message".into(), json!(message));
-    ctx.log_event("merge_progress", data);
+/// Emits a stage's progress event and log line.
+struct Reporter<'a> {
+    ctx: &'a dyn StepContext,
+    step_id: &'a str,
+}
+
+impl Reporter<'_> {
+    fn stage(&self, stage: usize, rows: u64, skipped: bool, message: String) {
+        log::info!("[MergeEngine] {message}");
+        let mut data = Map::new();
+        data.insert("step_id".into(), json!(self.step_id));
+        data.insert("stage".into(), json!(STAGES[stage]));
+        data.insert("stage_index".into(), json!(stage + 1));
+        data.insert("stage_count".into(), json!(STAGES.len()));
+        data.insert(
+            "percent".into(),
+            json!(((stage + 1) as f64 / STAGES.len() as f64 * 100.0).round()),
+        );
+        data.insert("rows".into(), json!(rows));
+        data.insert("skipped".into(), json!(skipped));
+        data.insert("message".into(), json!(message));
+        self.ctx.log_event("merge_progress", data);
+    }
+
+    fn skipped(&self, stage: usize, rows: u64, why: &str) {
+        self.stage(
+            stage,
+            rows,
+            true,
+            format!("Skipped {}: {why}", STAGES[stage]),
+        );
+    }
 }
 
 /// The spec `duckmerge_normalize` takes for a key.
@@ -77,7 +110,11 @@ fn find_ci<'a>(columns: &'a [String], name: &str) -> Option<&'a String> {
         .or_else(|| columns.iter().find(|c| c.eq_ignore_ascii_case(name)))
 }
 
-/// Resolves a source to a table, loading a file source first.
+fn is_internal(column: &str) -> bool {
+    column.starts_with("__dm_")
+}
+
+/// Loads a file source into `table_for_file`, or returns the source's table.
 fn import_source(
     step_id: &str,
     source: &SourceConfig,
@@ -88,15 +125,42 @@ fn import_source(
     match (&source.table, &source.path) {
         (Some(t), _) => Ok(t.clone()),
         (None, Some(p)) => {
-            let mut cfg = source.csv_options.clone();
-            cfg.insert("path".into(), Value::String(p.clone()));
-            let cfg = ExtractorConfig::from_json(step_id, Value::Object(cfg))?;
+            let cfg = extractor_config(step_id, source, p)?;
             run_extract(&table_for_file, &cfg, backend, ctx)?;
             Ok(table_for_file)
         }
         (None, None) => Err(Error::Config(format!(
             "Step {step_id}: a source has neither table nor path"
         ))),
+    }
+}
+
+fn extractor_config(step_id: &str, source: &SourceConfig, path: &str) -> Result<ExtractorConfig> {
+    let mut cfg = source.csv_options.clone();
+    cfg.insert("path".into(), Value::String(path.to_string()));
+    ExtractorConfig::from_json(step_id, Value::Object(cfg))
+}
+
+/// A source's columns without loading it (None when not known cheaply).
+fn peek_columns(
+    step_id: &str,
+    source: &SourceConfig,
+    backend: &dyn SqlBackend,
+    ctx: &dyn StepContext,
+) -> Result<Option<Vec<String>>> {
+    match (&source.table, &source.path) {
+        (Some(t), _) => Ok(Some(
+            columns_with_types(backend, t)?
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect(),
+        )),
+        (None, Some(p)) => Ok(sniff_columns(
+            &extractor_config(step_id, source, p)?,
+            backend,
+            ctx,
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -121,9 +185,91 @@ fn check_sources(
                     path,
                 });
             }
+            extractor_config(step_id, s, p)?;
         }
     }
     Ok(())
+}
+
+/// Which columns take part, resolved against the sources' columns.
+struct Plan {
+    /// The original's key columns, in key order.
+    orig_keys: Vec<String>,
+    /// The fields brought from the vendors.
+    fields: Vec<String>,
+}
+
+/// Resolves and checks key columns, fields and the recency column.
+/// `vendor_cols` is every enriched column (across sources).
+fn plan(
+    step_id: &str,
+    cfg: &MergeConfig,
+    orig_cols: &[String],
+    vendor_cols: &[String],
+) -> Result<Plan> {
+    let mut orig_keys = Vec::new();
+    for k in &cfg.keys {
+        let col = find_ci(orig_cols, &k.column).ok_or_else(|| {
+            Error::Config(format!(
+                "Step {step_id}: key column \"{}\" is not in the original (it has {orig_cols:?})",
+                k.column
+            ))
+        })?;
+        orig_keys.push(col.clone());
+        if find_ci(vendor_cols, &k.enriched_column).is_none() {
+            return Err(Error::Config(format!(
+                "Step {step_id}: key column \"{}\" is in no enriched source (they have {vendor_cols:?})",
+                k.enriched_column
+            )));
+        }
+    }
+    let is_key = |c: &str| {
+        cfg.keys
+            .iter()
+            .any(|k| k.enriched_column.eq_ignore_ascii_case(c))
+    };
+    let fields: Vec<String> = match &cfg.fields {
+        Some(f) => {
+            for name in f {
+                if find_ci(vendor_cols, name).is_none() {
+                    return Err(Error::Config(format!(
+                        "Step {step_id}: field \"{name}\" is in no enriched source (they have {vendor_cols:?})"
+                    )));
+                }
+            }
+            f.clone()
+        }
+        None => {
+            let mut out: Vec<String> = Vec::new();
+            for c in vendor_cols {
+                if !is_key(c) && !out.iter().any(|o| o.eq_ignore_ascii_case(c)) {
+                    out.push(c.clone());
+                }
+            }
+            out
+        }
+    };
+    if let Some(rc) = &cfg.recency_column {
+        if find_ci(vendor_cols, rc).is_none() {
+            return Err(Error::Config(format!(
+                "Step {step_id}: recency_column \"{rc}\" is in no enriched source"
+            )));
+        }
+    }
+    Ok(Plan { orig_keys, fields })
+}
+
+/// Every column of several column lists, first spelling wins, in order.
+fn union_columns<'a>(lists: impl IntoIterator<Item = &'a Vec<String>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for cols in lists {
+        for c in cols {
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(c)) {
+                out.push(c.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Runs the merge. The result table is `output.table` or `step_id`.
@@ -140,188 +286,472 @@ pub fn run_merge(
         .unwrap_or_else(|| step_id.to_string());
     crate::backend::check_table_name(&target)?;
     check_sources(step_id, cfg, backend, ctx)?;
+    // Columns, keys and fields are checked before any work wherever the
+    // sources' columns can be known without loading them.
+    let orig_peek = peek_columns(step_id, &cfg.original, backend, ctx)?;
+    let mut vendor_peek = Some(Vec::new());
+    for s in &cfg.enriched {
+        match (
+            peek_columns(step_id, s, backend, ctx)?,
+            vendor_peek.as_mut(),
+        ) {
+            (Some(cols), Some(all)) => all.push(cols),
+            _ => vendor_peek = None,
+        }
+    }
+    if let (Some(o), Some(v)) = (&orig_peek, &vendor_peek) {
+        plan(step_id, cfg, o, &union_columns(v))?;
+    }
+
     let started = std::time::Instant::now();
     ctx.log_event(
         "merge_start",
-        crate::session::json_map(json!({"step_id": step_id, "table": target})),
+        json_map(json!({"step_id": step_id, "table": target, "resume": cfg.resume})),
     );
+    let log = StageLog::open(backend, ctx, step_id)?;
+    let report = Reporter { ctx, step_id };
+    let mut skipped: Vec<String> = Vec::new();
 
-    // import_original / import_enriched
-    let original = import_source(
-        step_id,
-        &cfg.original,
-        format!("{step_id}__original"),
-        backend,
-        ctx,
-    )?;
-    let rows_original = backend_count(backend, &original)?;
-    progress(
-        ctx,
-        step_id,
-        0,
-        rows_original,
-        format!("Original: {rows_original} rows from \"{original}\""),
-    );
-    let mut sources = Vec::new();
-    for (i, s) in cfg.enriched.iter().enumerate() {
-        sources.push(import_source(
-            step_id,
-            s,
-            format!("{step_id}__enriched_{i}"),
-            backend,
-            ctx,
-        )?);
+    // import_original
+    let fp_original = fingerprint(&json!({
+        "stage": STAGES[0],
+        "source": source_identity(&cfg.original, backend, ctx)?,
+    }));
+    let original = cfg
+        .original
+        .table
+        .clone()
+        .unwrap_or_else(|| format!("{step_id}__original"));
+    let unchanged = cfg.resume
+        && cfg.original.path.is_some()
+        && log.finished(STAGES[0], &fp_original)?.is_some()
+        && backend_relation_exists(backend, &original)?;
+    let rows_original;
+    if unchanged {
+        rows_original = backend_count(backend, &original)?;
+        report.skipped(
+            0,
+            rows_original,
+            &format!("\"{original}\" ({rows_original} rows) is unchanged since the last run"),
+        );
+        skipped.push(STAGES[0].into());
+    } else {
+        log.invalidate(STAGES[0])?;
+        import_source(step_id, &cfg.original, original.clone(), backend, ctx)?;
+        rows_original = backend_count(backend, &original)?;
+        log.record(STAGES[0], &fp_original, &json!({"table": original}))?;
+        report.stage(
+            0,
+            rows_original,
+            false,
+            format!("Original: {rows_original} rows from \"{original}\""),
+        );
     }
-    let mut rows_per_source = Map::new();
-    for (s, table) in cfg.enriched.iter().zip(&sources) {
-        rows_per_source.insert(s.name.clone(), json!(backend_count(backend, table)?));
-    }
-    progress(
-        ctx,
-        step_id,
-        1,
-        0,
-        format!("Enriched: {} sources {rows_per_source:?}", sources.len()),
-    );
 
-    // Columns and fields, checked before the heavy work.
-    let orig_cols = backend_columns(backend, &original)?;
-    let mut orig_keys = Vec::new();
-    for k in &cfg.keys {
-        let col = find_ci(&orig_cols, &k.column).ok_or_else(|| {
-            Error::Config(format!(
-                "Step {step_id}: key column \"{}\" is not in the original (it has {orig_cols:?})",
-                k.column
-            ))
-        })?;
-        orig_keys.push(col.clone());
+    // import_enriched + consolidate, or a consolidated table from an earlier
+    // run (of this or another step) against the same vendors.
+    let mut identities = Vec::new();
+    for s in &cfg.enriched {
+        identities.push(source_identity(s, backend, ctx)?);
     }
-    let src_cols: Vec<Vec<String>> = sources
+    let fp_enriched = fingerprint(&json!({"stage": STAGES[1], "sources": identities}));
+    let key_specs: Vec<Value> = cfg
+        .keys
         .iter()
-        .map(|t| backend_columns(backend, t))
-        .collect::<Result<_>>()?;
-    for k in &cfg.keys {
-        if !src_cols
-            .iter()
-            .any(|cols| find_ci(cols, &k.enriched_column).is_some())
-        {
-            return Err(Error::Config(format!(
-                "Step {step_id}: key column \"{}\" is in no enriched source",
-                k.enriched_column
-            )));
-        }
-    }
-    let is_key = |c: &str| {
-        cfg.keys
-            .iter()
-            .any(|k| k.enriched_column.eq_ignore_ascii_case(c))
+        .map(|k| json!([k.enriched_column.to_lowercase(), spec(k)]))
+        .collect();
+    let fp_cons = fingerprint(&json!({
+        "stage": STAGES[2], "enriched": fp_enriched, "keys": key_specs,
+    }));
+    let cons = consolidated_table(&fp_cons);
+    let reused = if cfg.resume {
+        log.consolidated(&fp_cons)?
+    } else {
+        None
     };
-    let fields: Vec<String> = match &cfg.fields {
-        Some(f) => {
-            for name in f {
-                if !src_cols.iter().any(|cols| find_ci(cols, name).is_some()) {
-                    return Err(Error::Config(format!(
-                        "Step {step_id}: field \"{name}\" is in no enriched source"
-                    )));
-                }
-            }
-            f.clone()
+    let cons_info = match reused {
+        Some(info) => {
+            let total: u64 = info["rows_per_source"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).sum())
+                .unwrap_or(0);
+            log.record(STAGES[1], &fp_enriched, &json!({}))?;
+            log.record(STAGES[2], &fp_cons, &info)?;
+            report.skipped(1, total, "the vendor sources are unchanged");
+            report.skipped(
+                2,
+                total,
+                &format!("reusing the consolidated vendor table \"{cons}\" ({total} rows)"),
+            );
+            skipped.extend([STAGES[1].to_string(), STAGES[2].to_string()]);
+            info
         }
         None => {
-            let mut out: Vec<String> = Vec::new();
-            for cols in &src_cols {
-                for c in cols {
-                    if !is_key(c) && !out.iter().any(|o| o.eq_ignore_ascii_case(c)) {
-                        out.push(c.clone());
-                    }
+            log.invalidate(STAGES[1])?;
+            log.invalidate(STAGES[2])?;
+            let mut tables = Vec::new();
+            let mut loaded = Vec::new();
+            let imported = cfg.enriched.iter().enumerate().try_for_each(|(i, s)| {
+                let t =
+                    import_source(step_id, s, format!("{step_id}__enriched_{i}"), backend, ctx)?;
+                if s.path.is_some() {
+                    loaded.push(t.clone());
                 }
+                tables.push(t);
+                Ok::<(), Error>(())
+            });
+            let info = imported.and_then(|()| {
+                consolidate(
+                    cfg,
+                    &tables,
+                    (&fp_enriched, &fp_cons),
+                    &log,
+                    &report,
+                    backend,
+                    ctx,
+                )
+            });
+            // The consolidated table holds every vendor row and column.
+            for t in &loaded {
+                drop_quietly(backend, t, ctx);
             }
-            out
+            info?
         }
     };
-    if let Some(rc) = &cfg.recency_column {
-        if !src_cols.iter().any(|cols| find_ci(cols, rc).is_some()) {
-            return Err(Error::Config(format!(
-                "Step {step_id}: recency_column \"{rc}\" is in no enriched source"
-            )));
+
+    // Columns as loaded; the plan is checked again (sources that could not
+    // be peeked at are known now).
+    let orig_types = columns_with_types(backend, &original)?;
+    let orig_cols: Vec<String> = orig_types.iter().map(|(c, _)| c.clone()).collect();
+    let src_cols: Vec<Vec<String>> = serde_json::from_value(cons_info["columns"].clone())
+        .map_err(|e| Error::Config(format!("Step {step_id}: stage log unreadable: {e}")))?;
+    let vendor_cols = union_columns(&src_cols);
+    let plan = plan(step_id, cfg, &orig_cols, &vendor_cols)?;
+
+    // match_merge
+    let fp_match = fingerprint(&json!({
+        "stage": STAGES[3],
+        "original": fp_original,
+        "consolidated": fp_cons,
+        "keys": cfg.keys.iter().map(|k| json!([k.column, spec(k)])).collect::<Vec<_>>(),
+        "fields": plan.fields,
+        "strategy": format!("{:?}", cfg.strategy),
+        "field_strategies": format!("{:?}", cfg.field_strategies),
+        "recency_column": cfg.recency_column,
+        "on_conflict": format!("{:?}", cfg.on_conflict),
+        "provenance": cfg.output.provenance,
+        "sources": cfg.enriched.iter().map(|s| json!([s.name, s.priority])).collect::<Vec<_>>(),
+        "target": target,
+    }));
+    let outputs = [
+        target.clone(),
+        format!("{target}__stats"),
+        format!("{target}__unmatched"),
+    ];
+    let mut done = if cfg.resume {
+        log.finished(STAGES[3], &fp_match)?
+    } else {
+        None
+    };
+    for t in &outputs {
+        if done.is_some() && !backend_relation_exists(backend, t)? {
+            done = None;
         }
     }
+    let stats = match done {
+        Some(stats) => {
+            let rows = stats["rows_output"].as_u64().unwrap_or(0);
+            report.skipped(
+                3,
+                rows,
+                &format!("\"{target}\" ({rows} rows) is up to date with its inputs and config"),
+            );
+            skipped.push(STAGES[3].into());
+            stats
+        }
+        None => {
+            log.invalidate(STAGES[3])?;
+            let stats = match_merge(
+                step_id,
+                cfg,
+                &plan,
+                (&original, &orig_types),
+                &cons,
+                &cons_info,
+                rows_original,
+                &target,
+                &report,
+                backend,
+                ctx,
+            )?;
+            log.record(STAGES[3], &fp_match, &stats)?;
+            stats
+        }
+    };
+    ctx.log_event(
+        "merge_stats",
+        json_map(json!({"step_id": step_id, "stats": stats})),
+    );
+    let rows_output = stats["rows_output"].as_u64().unwrap_or(0);
 
-    // consolidate: one table of vendor rows with normalised keys.
-    let e_table = staging_name();
-    let n_sources = cfg.enriched.len() as i64;
-    let selects: Vec<String> = sources
+    // export
+    if let Some(path) = &cfg.output.path {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.into());
+        let fp_export = fingerprint(&json!({
+            "stage": STAGES[4], "match": fp_match, "path": abs.to_string_lossy(),
+        }));
+        let written = if cfg.resume {
+            log.finished(STAGES[4], &fp_export)?
+        } else {
+            None
+        };
+        if abs.is_file() && written.is_some_and(|w| w["file"] == file_identity(&abs)) {
+            report.skipped(4, rows_output, &format!("{} is up to date", abs.display()));
+            skipped.push(STAGES[4].into());
+        } else {
+            log.invalidate(STAGES[4])?;
+            let wcfg =
+                WriterConfig::from_json(step_id, json!({"path": path, "sort_columns": false}))?;
+            run_write(step_id, &target, &wcfg, backend, ctx)?;
+            log.record(STAGES[4], &fp_export, &json!({"file": file_identity(&abs)}))?;
+            report.stage(
+                4,
+                rows_output,
+                false,
+                format!("Wrote {rows_output} rows to {path}"),
+            );
+        }
+    } else {
+        report.stage(
+            4,
+            rows_output,
+            false,
+            format!("Merged {rows_output} rows into \"{target}\""),
+        );
+    }
+    log.drop_unreferenced_consolidated()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !skipped.is_empty() {
+        log::info!(
+            "[MergeEngine] Resumed: skipped {} (unchanged since the last run)",
+            skipped.join(", ")
+        );
+    }
+    ctx.log_event(
+        "merge_complete",
+        json_map(json!({
+            "step_id": step_id, "table": target, "rows": rows_output,
+            "seconds": seconds, "skipped_stages": skipped, "stats": stats,
+        })),
+    );
+    Ok(MergeOutput {
+        table: target,
+        rows: rows_output,
+        stats,
+        skipped,
+    })
+}
+
+/// Stacks every vendor row, with its source, row, order and normalised keys,
+/// into the consolidated table; records both stages.
+fn consolidate(
+    cfg: &MergeConfig,
+    tables: &[String],
+    (fp_enriched, fp_cons): (&str, &str),
+    log: &StageLog,
+    report: &Reporter,
+    backend: &dyn SqlBackend,
+    ctx: &dyn StepContext,
+) -> Result<Value> {
+    let mut rows_per_source = Vec::new();
+    let mut duplicates = Vec::new();
+    let mut columns = Vec::new();
+    for t in tables {
+        let cols: Vec<String> = columns_with_types(backend, t)?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let q = quote_ident(t);
+        let row = backend.query(
+            &format!(
+                "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT * FROM {q})) FROM {q}"
+            ),
+            &[],
+        )?;
+        let n = row
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let distinct = row
+            .first()
+            .and_then(|r| r.get(1))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        rows_per_source.push(n);
+        duplicates.push(n.saturating_sub(distinct));
+        columns.push(cols);
+    }
+    let total: u64 = rows_per_source.iter().sum();
+    log.record(
+        STAGES[1],
+        fp_enriched,
+        &json!({"rows_per_source": rows_per_source}),
+    )?;
+    report.stage(
+        1,
+        total,
+        false,
+        format!(
+            "Enriched: {} sources, {total} rows ({})",
+            tables.len(),
+            cfg.enriched
+                .iter()
+                .zip(&rows_per_source)
+                .map(|(s, n)| format!("{}: {n}", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    let selects: Vec<String> = tables
         .iter()
-        .zip(&src_cols)
+        .zip(&columns)
         .enumerate()
         .map(|(i, (table, cols))| {
-            let mut parts = vec![format!("{i} AS __dm_src"), "rowid AS __dm_row".to_string()];
-            let prio = cfg.enriched[i].priority.unwrap_or(n_sources - i as i64);
-            parts.push(format!("{prio} AS __dm_prio"));
+            let mut parts = vec![
+                format!("CAST({i} AS INTEGER) AS __dm_src"),
+                "rowid AS __dm_row".to_string(),
+                format!("(CAST({i} AS BIGINT) << {ORD_SHIFT}) | rowid AS __dm_ord"),
+            ];
             for (j, k) in cfg.keys.iter().enumerate() {
-                match find_ci(cols, &k.enriched_column) {
-                    Some(c) => parts.push(format!(
+                parts.push(match find_ci(cols, &k.enriched_column) {
+                    Some(c) => format!(
                         "{FUNCTION}(CAST({} AS VARCHAR), {}) AS __dm_k{j}",
                         quote_ident(c),
                         sql_string(&spec(k))
-                    )),
-                    None => parts.push(format!("CAST(NULL AS VARCHAR) AS __dm_k{j}")),
-                }
+                    ),
+                    None => format!("CAST(NULL AS VARCHAR) AS __dm_k{j}"),
+                });
             }
-            let present: Vec<(&String, &String)> = fields
-                .iter()
-                .filter_map(|f| find_ci(cols, f).map(|c| (f, c)))
-                .collect();
-            for (f, c) in &present {
-                parts.push(format!("{} AS {}", quote_ident(c), quote_ident(f)));
-            }
-            let nn = if present.is_empty() {
-                "0".to_string()
-            } else {
-                present
-                    .iter()
-                    .map(|(_, c)| format!("CAST({} IS NOT NULL AS INTEGER)", quote_ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(" + ")
-            };
-            parts.push(format!("{nn} AS __dm_nn"));
-            if let Some(rc) = cfg.recency_column.as_ref().and_then(|rc| find_ci(cols, rc)) {
-                parts.push(format!("{} AS __dm_recency", quote_ident(rc)));
-            }
-            format!("SELECT {} FROM {}", parts.join(", "), quote_ident(table))
+            parts.push("*".into());
+            format!("(SELECT {} FROM {})", parts.join(", "), quote_ident(table))
         })
         .collect();
-    let union = selects
-        .iter()
-        .map(|s| format!("({s})"))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL BY NAME ");
-    let cleanup: Vec<String> = Vec::new();
-    let mut temp_tables = cleanup;
-    temp_tables.push(e_table.clone());
-    let run = |sql: String| backend.execute(&sql, &[], ctx);
-    let result = (|| -> Result<MergeOutput> {
-        run(format!("CREATE TABLE {} AS {union}", quote_ident(&e_table)))?;
-        progress(
-            ctx,
-            step_id,
-            2,
-            0,
-            format!(
-                "Consolidated {} vendor rows",
-                backend_count(backend, &e_table)?
-            ),
-        );
+    let cons = consolidated_table(fp_cons);
+    let staging = staging_name();
+    let created = backend.execute(
+        &format!(
+            "CREATE TABLE {} AS {}",
+            quote_ident(&staging),
+            selects.join(" UNION ALL BY NAME ")
+        ),
+        &[],
+        ctx,
+    );
+    if let Err(e) = created {
+        drop_quietly(backend, &staging, ctx);
+        return Err(e);
+    }
+    swap_in(backend, &staging, &cons, ctx)?;
+    let info = json!({
+        "table": cons,
+        "rows_per_source": rows_per_source,
+        "duplicates": duplicates,
+        "columns": columns,
+    });
+    log.record(STAGES[2], fp_cons, &info)?;
+    report.stage(
+        2,
+        total,
+        false,
+        format!("Consolidated {total} vendor rows into \"{cons}\""),
+    );
+    Ok(info)
+}
 
-        // match_merge
-        let ok_table = staging_name();
-        let m_table = staging_name();
-        let a_table = staging_name();
-        temp_tables.extend([ok_table.clone(), m_table.clone(), a_table.clone()]);
+/// Bits of `__dm_ord` (source and row); a strategy's rank goes above them.
+const ORD_BITS: u32 = ORD_SHIFT + 6;
+/// Ranks are capped to what fits above `ORD_BITS` in a BIGINT.
+const RANK_CAP: i64 = 65_535;
+
+/// The aggregate that picks a field's contributing row, as its `__dm_ord`:
+/// the best row by the strategy's rank among those with a non-null value,
+/// ties broken by source order, then row order. Only fixed-size states (a
+/// BIGINT per group), so the aggregate spills to disk like the rest of the
+/// query instead of holding strings in memory; values are fetched by
+/// `__dm_ord` afterwards.
+fn pick(strategy: Strategy, q: &str, i: usize) -> String {
+    let mask = (1i64 << ORD_BITS) - 1;
+    let ranked = |rank: String| {
+        format!("min((CAST(least({rank}, {RANK_CAP}) AS BIGINT) << {ORD_BITS}) | __dm_ord)")
+    };
+    let agg = match strategy {
+        Strategy::First => return format!("min(__dm_ord) FILTER (WHERE {q} IS NOT NULL)"),
+        Strategy::Last => return format!("max(__dm_ord) FILTER (WHERE {q} IS NOT NULL)"),
+        Strategy::Longest => ranked(format!(
+            "{RANK_CAP} - least(length(CAST({q} AS VARCHAR)), {RANK_CAP})"
+        )),
+        Strategy::MostComplete => ranked(format!("{RANK_CAP} - __dm_nn")),
+        Strategy::SourcePriority => ranked("__dm_prio_rank".into()),
+        Strategy::MostRecent => ranked("__dm_recency_rank".into()),
+        Strategy::MostFrequent => ranked(format!("{RANK_CAP} - __dm_freq{i}")),
+    };
+    format!("{agg} FILTER (WHERE {q} IS NOT NULL) & {mask}")
+}
+
+/// Matches, picks the fields' values and writes the output table, its
+/// `__stats` and `__unmatched` tables. Returns the stats.
+#[allow(clippy::too_many_arguments)]
+fn match_merge(
+    step_id: &str,
+    cfg: &MergeConfig,
+    plan: &Plan,
+    (original, orig_types): (&str, &[(String, String)]),
+    cons: &str,
+    cons_info: &Value,
+    rows_original: u64,
+    target: &str,
+    report: &Reporter,
+    backend: &dyn SqlBackend,
+    ctx: &dyn StepContext,
+) -> Result<Value> {
+    let (ok_table, m_table, a_table, p_table) = (
+        staging_name(),
+        staging_name(),
+        staging_name(),
+        staging_name(),
+    );
+    let value_tables: Vec<String> = plan.fields.iter().map(|_| staging_name()).collect();
+    let mut temp = vec![
+        ok_table.clone(),
+        m_table.clone(),
+        a_table.clone(),
+        p_table.clone(),
+    ];
+    temp.extend(value_tables.iter().cloned());
+    // The tables put side by side with POSITIONAL JOIN must keep their
+    // ORDER BY on disk; a host connection may have turned that off.
+    let keeps_order = backend
+        .query_value("SELECT current_setting('preserve_insertion_order')", &[])?
+        .as_bool()
+        .unwrap_or(true);
+    if !keeps_order {
+        backend.execute("SET preserve_insertion_order = true", &[], ctx)?;
+    }
+    let result = (|| -> Result<Value> {
+        let run = |sql: String| backend.execute(&sql, &[], ctx);
+        let (ok, e, m, a, p) = (
+            quote_ident(&ok_table),
+            quote_ident(cons),
+            quote_ident(&m_table),
+            quote_ident(&a_table),
+            quote_ident(&p_table),
+        );
+        let orig = quote_ident(original);
         let key_cols: Vec<String> = cfg
             .keys
             .iter()
-            .zip(&orig_keys)
+            .zip(&plan.orig_keys)
             .enumerate()
             .map(|(j, (k, c))| {
                 format!(
@@ -332,20 +762,12 @@ pub fn run_merge(
             })
             .collect();
         run(format!(
-            "CREATE TABLE {} AS SELECT rowid AS __dm_row, {} FROM {}",
-            quote_ident(&ok_table),
+            "CREATE TABLE {ok} AS SELECT rowid AS __dm_row, {} FROM {orig}",
             key_cols.join(", "),
-            quote_ident(&original)
         ))?;
-        let (ok, e, m, a) = (
-            quote_ident(&ok_table),
-            quote_ident(&e_table),
-            quote_ident(&m_table),
-            quote_ident(&a_table),
-        );
         for j in 0..cfg.keys.len() {
             let select = format!(
-                "SELECT o.__dm_row AS __dm_o_row, {j} AS __dm_j, e.__dm_src, e.__dm_row AS __dm_e_row \
+                "SELECT o.__dm_row AS __dm_o_row, {j} AS __dm_j, e.__dm_src, e.__dm_ord \
                  FROM {ok} o JOIN {e} e ON o.__dm_k{j} = e.__dm_k{j}"
             );
             if j == 0 {
@@ -357,6 +779,8 @@ pub fn run_merge(
                 ))?;
             }
         }
+
+        // Pick each field's row among the contributing vendor rows.
         let strategy_for = |f: &str| {
             cfg.field_strategies
                 .iter()
@@ -364,47 +788,70 @@ pub fn run_merge(
                 .map(|(_, s)| *s)
                 .unwrap_or(cfg.strategy)
         };
-        let mut window = Vec::new();
+        let strategies: Vec<Strategy> = plan.fields.iter().map(|f| strategy_for(f)).collect();
+        let mut extra = Vec::new();
         let mut aggs = vec![
             "min(__dm_j) AS __dm_j".to_string(),
-            "list_sort(list(DISTINCT __dm_src)) AS __dm_srcs".to_string(),
+            // The contributing sources as a bit set (fixed-size state).
+            "bit_or(CAST(1 AS BIGINT) << __dm_src) AS __dm_srcs".to_string(),
         ];
-        for (i, f) in fields.iter().enumerate() {
+        for (i, (f, s)) in plan.fields.iter().zip(&strategies).enumerate() {
             let q = quote_ident(f);
-            let order = match strategy_for(f) {
-                Strategy::First => "__dm_src, __dm_row".to_string(),
-                Strategy::Last => "__dm_src DESC, __dm_row DESC".to_string(),
-                Strategy::Longest => {
-                    format!("length(CAST({q} AS VARCHAR)) DESC, __dm_src, __dm_row")
-                }
-                Strategy::MostComplete => "__dm_nn DESC, __dm_src, __dm_row".to_string(),
-                Strategy::SourcePriority => "__dm_prio DESC, __dm_src, __dm_row".to_string(),
-                Strategy::MostRecent => {
-                    "__dm_recency DESC NULLS LAST, __dm_src, __dm_row".to_string()
-                }
-                Strategy::MostFrequent => {
-                    window.push(format!(
-                        "count({q}) OVER (PARTITION BY m.__dm_o_row, {q}) AS __dm_freq{i}"
-                    ));
-                    format!("__dm_freq{i} DESC, __dm_src, __dm_row")
-                }
-            };
+            if *s == Strategy::MostFrequent {
+                extra.push(format!(
+                    "count(e.{q}) OVER (PARTITION BY m.__dm_o_row, e.{q}) AS __dm_freq{i}"
+                ));
+            }
+            aggs.push(format!("{} AS __dm_pick{i}", pick(*s, &q, i)));
+            // Contributing rows disagreed (hashes: fixed-size states).
             aggs.push(format!(
-                "first({q} ORDER BY {order}) FILTER (WHERE {q} IS NOT NULL) AS {q}"
+                "min(hash({q})) FILTER (WHERE {q} IS NOT NULL) \
+                 IS DISTINCT FROM max(hash({q})) FILTER (WHERE {q} IS NOT NULL) AS __dm_c{i}"
             ));
-            aggs.push(format!(
-                "first(__dm_src ORDER BY {order}) FILTER (WHERE {q} IS NOT NULL) AS __dm_from{i}"
-            ));
-            aggs.push(format!("count(DISTINCT {q}) AS __dm_nd{i}"));
         }
-        let window_sql = if window.is_empty() {
-            String::new()
-        } else {
-            format!(", {}", window.join(", "))
-        };
+        if strategies.contains(&Strategy::MostComplete) {
+            let nn = plan
+                .fields
+                .iter()
+                .map(|f| format!("CAST(e.{} IS NOT NULL AS INTEGER)", quote_ident(f)))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            extra.push(format!("{nn} AS __dm_nn"));
+        }
+        if strategies.contains(&Strategy::SourcePriority) {
+            // Rank 0 = highest priority; equal priorities keep source order.
+            let n = cfg.enriched.len() as i64;
+            let mut order: Vec<(i64, usize)> = cfg
+                .enriched
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.priority.unwrap_or(n - i as i64), i))
+                .collect();
+            order.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+            let cases = order
+                .iter()
+                .enumerate()
+                .map(|(rank, (_, src))| format!("WHEN {src} THEN {rank}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            extra.push(format!("CASE e.__dm_src {cases} END AS __dm_prio_rank"));
+        }
+        if strategies.contains(&Strategy::MostRecent) {
+            let rc = quote_ident(cfg.recency_column.as_deref().unwrap_or_default());
+            extra.push(format!(
+                "row_number() OVER (PARTITION BY m.__dm_o_row ORDER BY e.{rc} DESC NULLS LAST, \
+                 e.__dm_ord) - 1 AS __dm_recency_rank"
+            ));
+        }
+        let field_cols: String = plan
+            .fields
+            .iter()
+            .map(|f| format!(", e.{}", quote_ident(f)))
+            .collect();
+        let extra_sql: String = extra.iter().map(|x| format!(", {x}")).collect();
         run(format!(
-            "CREATE TABLE {a} AS WITH c AS (SELECT m.__dm_o_row, m.__dm_j, e.*{window_sql} \
-               FROM {m} m JOIN {e} e ON e.__dm_src = m.__dm_src AND e.__dm_row = m.__dm_e_row) \
+            "CREATE TABLE {a} AS WITH c AS (SELECT m.__dm_o_row, m.__dm_j, e.__dm_src, \
+               e.__dm_ord{field_cols}{extra_sql} FROM {m} m JOIN {e} e ON e.__dm_ord = m.__dm_ord) \
              SELECT __dm_o_row, {} FROM c GROUP BY __dm_o_row",
             aggs.join(", ")
         ))?;
@@ -414,36 +861,41 @@ pub fn run_merge(
         } else {
             matched as f64 / rows_original as f64
         };
-        progress(
-            ctx,
-            step_id,
+        report.stage(
             3,
             matched,
+            false,
             format!("Matched {matched} rows ({:.1}% match rate)", rate * 100.0),
         );
 
-        // The output, in the original's row order.
-        let orig_types: BTreeMap<String, String> = backend
-            .query(
-                "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() \
-                 AND schema_name = 'main' AND table_name = ?",
-                &[crate::arrow::Param::Text(original.clone())],
-            )?
-            .into_iter()
-            .filter_map(|r| Some((r.first()?.as_str()?.to_string(), r.get(1)?.as_str()?.to_string())))
-            .collect();
+        // Everything below is aligned with the original's rows, in its row
+        // order, and put side by side with POSITIONAL JOIN: no hash table
+        // holds the wide rows, so memory stays bounded.
+        run(format!(
+            "CREATE TABLE {p} AS SELECT o.__dm_r, a.* EXCLUDE (__dm_o_row) \
+             FROM (SELECT rowid AS __dm_r FROM {orig}) o \
+             LEFT JOIN {a} a ON a.__dm_o_row = o.__dm_r ORDER BY o.__dm_r"
+        ))?;
+        for (i, (f, t)) in plan.fields.iter().zip(&value_tables).enumerate() {
+            let q = quote_ident(f);
+            run(format!(
+                "CREATE TABLE {} AS SELECT e.{q} AS __dm_v FROM {p} p \
+                 LEFT JOIN (SELECT __dm_ord, {q} FROM {e}) e ON e.__dm_ord = p.__dm_pick{i} \
+                 ORDER BY p.__dm_r",
+                quote_ident(t)
+            ))?;
+        }
+
+        // The output: the original's columns, then the fields, then provenance.
+        let value = |i: usize| format!("v{i}.__dm_v");
         let mut select = Vec::new();
         let mut overlapping = Vec::new();
-        for c in &orig_cols {
+        for (c, ty) in orig_types {
             let oc = format!("o.{}", quote_ident(c));
-            match fields.iter().position(|f| f.eq_ignore_ascii_case(c)) {
+            match plan.fields.iter().position(|f| f.eq_ignore_ascii_case(c)) {
                 Some(i) if cfg.on_conflict != OnConflict::KeepBoth => {
-                    overlapping.push(i);
-                    let ty = orig_types
-                        .get(c)
-                        .cloned()
-                        .unwrap_or_else(|| "VARCHAR".into());
-                    let ev = format!("TRY_CAST(a.{} AS {ty})", quote_ident(&fields[i]));
+                    overlapping.push((i, c.clone()));
+                    let ev = format!("TRY_CAST({} AS {ty})", value(i));
                     let expr = match cfg.on_conflict {
                         OnConflict::Fill => format!("coalesce({oc}, {ev})"),
                         _ => format!("coalesce({ev}, {oc})"),
@@ -451,23 +903,23 @@ pub fn run_merge(
                     select.push(format!("{expr} AS {}", quote_ident(c)));
                 }
                 Some(i) => {
-                    overlapping.push(i);
+                    overlapping.push((i, c.clone()));
                     select.push(oc);
                 }
                 None => select.push(oc),
             }
         }
-        for (i, f) in fields.iter().enumerate() {
-            if !overlapping.contains(&i) {
-                select.push(format!("a.{}", quote_ident(f)));
+        for (i, f) in plan.fields.iter().enumerate() {
+            if !overlapping.iter().any(|(j, _)| *j == i) {
+                select.push(format!("{} AS {}", value(i), quote_ident(f)));
             }
         }
         if cfg.on_conflict == OnConflict::KeepBoth {
-            for &i in &overlapping {
+            for (i, _) in &overlapping {
                 select.push(format!(
-                    "a.{} AS {}",
-                    quote_ident(&fields[i]),
-                    quote_ident(&format!("{}_enriched", fields[i]))
+                    "{} AS {}",
+                    value(*i),
+                    quote_ident(&format!("{}_enriched", plan.fields[*i]))
                 ));
             }
         }
@@ -484,184 +936,248 @@ pub fn run_merge(
                 .map(|s| sql_string(&s.name))
                 .collect::<Vec<_>>()
                 .join(", ");
-            select.push("CASE WHEN a.__dm_o_row IS NULL THEN 'unmatched' ELSE 'matched' END AS _match_status".into());
-            select.push(format!("[{key_names}][a.__dm_j + 1] AS _match_key"));
+            select.push(
+                "CASE WHEN p.__dm_j IS NULL THEN 'unmatched' ELSE 'matched' END AS _match_status"
+                    .into(),
+            );
+            select.push(format!("[{key_names}][p.__dm_j + 1] AS _match_key"));
             select.push(format!(
-                "coalesce(list_transform(a.__dm_srcs, s -> [{src_names}][s + 1]), CAST([] AS VARCHAR[])) AS _match_sources"
+                "list_filter([{src_names}], lambda s, i: \
+                 coalesce((p.__dm_srcs >> (i - 1)) & 1, 0) = 1) AS _match_sources"
             ));
         }
+        let joins: String = value_tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!(" POSITIONAL JOIN {} v{i}", quote_ident(t)))
+            .collect();
         let out_staging = staging_name();
-        temp_tables.push(out_staging.clone());
-        run(format!(
-            "CREATE TABLE {} AS SELECT {} FROM (SELECT rowid AS __dm_rowid, * FROM {}) o \
-             LEFT JOIN {a} a ON a.__dm_o_row = o.__dm_rowid ORDER BY o.__dm_rowid",
+        let created = run(format!(
+            "CREATE TABLE {} AS SELECT {} FROM {orig} o POSITIONAL JOIN {p} p{joins}",
             quote_ident(&out_staging),
             select.join(", "),
-            quote_ident(&original)
-        ))?;
-        swap_in(backend, &out_staging, &target, ctx)?;
-        let rows_output = backend_count(backend, &target)?;
-
-        // Stats and the unmatched vendor rows.
-        let stats = merge_stats(
-            backend,
-            cfg,
-            &fields,
-            &sources,
-            &a_table,
-            &m_table,
-            &e_table,
-            rows_original,
-            rows_output,
-            matched,
-            rows_per_source,
-            &target,
-            ctx,
-            step_id,
-        )?;
-
-        // export
-        if let Some(path) = &cfg.output.path {
-            let wcfg =
-                WriterConfig::from_json(step_id, json!({"path": path, "sort_columns": false}))?;
-            run_write(step_id, &target, &wcfg, backend, ctx)?;
-            progress(
-                ctx,
-                step_id,
-                4,
-                rows_output,
-                format!("Wrote {rows_output} rows to {path}"),
-            );
-        } else {
-            progress(
-                ctx,
-                step_id,
-                4,
-                rows_output,
-                format!("Merged {rows_output} rows into \"{target}\""),
-            );
+        ));
+        if let Err(e) = created {
+            drop_quietly(backend, &out_staging, ctx);
+            return Err(e);
         }
-        ctx.log_event(
-            "merge_complete",
-            crate::session::json_map(json!({
-                "step_id": step_id, "table": target, "rows": rows_output,
-                "seconds": started.elapsed().as_secs_f64(), "stats": stats,
-            })),
-        );
-        Ok(MergeOutput {
-            table: target.clone(),
-            rows: rows_output,
-            stats,
-        })
+        swap_in(backend, &out_staging, target, ctx)?;
+        let rows_output = backend_count(backend, target)?;
+
+        merge_stats(
+            cfg,
+            plan,
+            (original, &overlapping),
+            (&a_table, &m_table, &p_table, cons),
+            cons_info,
+            (rows_original, rows_output, matched),
+            target,
+            backend,
+            ctx,
+        )
     })();
-    for t in &temp_tables {
+    for t in &temp {
         drop_quietly(backend, t, ctx);
     }
-    result
+    if !keeps_order {
+        let _ = backend.execute("SET preserve_insertion_order = false", &[], ctx);
+    }
+    result.map_err(|e| e.with_context(format!("Step {step_id}, stage match_merge")))
 }
 
+fn count_by(backend: &dyn SqlBackend, sql: &str) -> Result<Vec<(i64, u64)>> {
+    Ok(backend
+        .query(sql, &[])?
+        .into_iter()
+        .filter_map(|r| Some((r.first()?.as_i64()?, r.get(1)?.as_u64()?)))
+        .collect())
+}
+
+/// The stats, also stored as `<target>__stats`; the vendor rows that
+/// contributed to no original row go to `<target>__unmatched`.
 #[allow(clippy::too_many_arguments)]
 fn merge_stats(
-    backend: &dyn SqlBackend,
     cfg: &MergeConfig,
-    fields: &[String],
-    sources: &[String],
-    a_table: &str,
-    m_table: &str,
-    e_table: &str,
-    rows_original: u64,
-    rows_output: u64,
-    matched: u64,
-    rows_per_source: Map<String, Value>,
+    plan: &Plan,
+    (original, overlapping): (&str, &[(usize, String)]),
+    (a_table, m_table, p_table, cons): (&str, &str, &str, &str),
+    cons_info: &Value,
+    (rows_original, rows_output, matched): (u64, u64, u64),
     target: &str,
+    backend: &dyn SqlBackend,
     ctx: &dyn StepContext,
-    step_id: &str,
 ) -> Result<Value> {
     let (a, m, e) = (
         quote_ident(a_table),
         quote_ident(m_table),
-        quote_ident(e_table),
+        quote_ident(cons),
     );
-    let count =
-        |sql: String| -> Result<u64> { Ok(backend.query_value(&sql, &[])?.as_u64().unwrap_or(0)) };
-    let mut per_key = Map::new();
-    for (j, k) in cfg.keys.iter().enumerate() {
-        per_key.insert(
-            k.column.clone(),
-            json!(count(format!(
-                "SELECT count(*) FROM {a} WHERE __dm_j = {j}"
-            ))?),
-        );
-    }
-    let mut duplicates = Map::new();
-    let mut unmatched = Map::new();
-    let unmatched_table = format!("{target}__unmatched");
-    let unmatched_staging = staging_name();
-    let mut unmatched_selects = Vec::new();
-    for (i, (s, table)) in cfg.enriched.iter().zip(sources).enumerate() {
-        let t = quote_ident(table);
-        duplicates.insert(
-            s.name.clone(),
-            json!(count(format!("SELECT (SELECT count(*) FROM {t}) - (SELECT count(*) FROM (SELECT DISTINCT * FROM {t}))"))?),
-        );
-        unmatched.insert(
-            s.name.clone(),
-            json!(count(format!(
-                "SELECT count(*) FROM {e} WHERE __dm_src = {i} AND __dm_row NOT IN \
-                 (SELECT __dm_e_row FROM {m} WHERE __dm_src = {i})"
-            ))?),
-        );
-        unmatched_selects.push(format!(
-            "(SELECT {} AS source, * FROM {t} WHERE rowid NOT IN (SELECT __dm_e_row FROM {m} WHERE __dm_src = {i}) ORDER BY rowid)",
-            sql_string(&s.name)
-        ));
-    }
-    backend.execute(
+    let names: Vec<&str> = cfg.enriched.iter().map(|s| s.name.as_str()).collect();
+    let by_source = |counts: Vec<(i64, u64)>| -> Map<String, Value> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let c = counts
+                    .iter()
+                    .find(|(s, _)| *s == i as i64)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(0);
+                (n.to_string(), json!(c))
+            })
+            .collect()
+    };
+    let per_src = |key: &str| -> Map<String, Value> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), cons_info[key][i].clone()))
+            .collect()
+    };
+    let per_key_counts = count_by(
+        backend,
+        &format!("SELECT __dm_j, count(*) FROM {a} GROUP BY 1"),
+    )?;
+    let per_key: Map<String, Value> = cfg
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(j, k)| {
+            let n = per_key_counts
+                .iter()
+                .find(|(x, _)| *x == j as i64)
+                .map(|(_, c)| *c)
+                .unwrap_or(0);
+            (k.column.clone(), json!(n))
+        })
+        .collect();
+    let matched_per_source = by_source(count_by(
+        backend,
         &format!(
-            "CREATE TABLE {} AS {}",
+            "SELECT s, count(*) FILTER (WHERE (__dm_srcs >> s) & 1 = 1) FROM {a}, \
+             range({}) r(s) GROUP BY 1",
+            names.len()
+        ),
+    )?);
+    let unmatched_where = format!("NOT EXISTS (SELECT 1 FROM {m} m WHERE m.__dm_ord = e.__dm_ord)");
+    let unmatched = by_source(count_by(
+        backend,
+        &format!("SELECT __dm_src, count(*) FROM {e} e WHERE {unmatched_where} GROUP BY 1"),
+    )?);
+
+    // The unmatched vendor rows themselves, with the source's name.
+    let cons_cols = columns_with_types(backend, cons)?;
+    let source_col = if cons_cols
+        .iter()
+        .any(|(c, _)| c.eq_ignore_ascii_case("source"))
+    {
+        "_source"
+    } else {
+        "source"
+    };
+    let internal: Vec<String> = cons_cols
+        .iter()
+        .filter(|(c, _)| is_internal(c))
+        .map(|(c, _)| quote_ident(c))
+        .collect();
+    let src_list = names
+        .iter()
+        .map(|n| sql_string(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let unmatched_staging = staging_name();
+    let created = backend.execute(
+        &format!(
+            "CREATE TABLE {} AS SELECT [{src_list}][e.__dm_src + 1] AS {}, e.* EXCLUDE ({}) \
+             FROM {e} e WHERE {unmatched_where} ORDER BY e.__dm_ord",
             quote_ident(&unmatched_staging),
-            unmatched_selects.join(" UNION ALL BY NAME ")
+            quote_ident(source_col),
+            internal.join(", ")
         ),
         &[],
         ctx,
+    );
+    if let Err(err) = created {
+        drop_quietly(backend, &unmatched_staging, ctx);
+        return Err(err);
+    }
+    swap_in(
+        backend,
+        &unmatched_staging,
+        &format!("{target}__unmatched"),
+        ctx,
     )?;
-    swap_in(backend, &unmatched_staging, &unmatched_table, ctx)?;
+
+    // Conflicts (contributing rows disagreed) and values filled per source:
+    // a value counts as filled when it reached the output (under `fill`, only
+    // where the original's value was NULL).
     let mut conflicts = Map::new();
     let mut filled = Map::new();
-    for (i, f) in fields.iter().enumerate() {
-        conflicts.insert(
-            f.clone(),
-            json!(count(format!(
-                "SELECT count(*) FROM {a} WHERE __dm_nd{i} > 1"
-            ))?),
-        );
-        let rows = backend.query(
-            &format!("SELECT __dm_from{i}, count(*) FROM {a} WHERE __dm_from{i} IS NOT NULL GROUP BY ALL ORDER BY 1"),
+    if !plan.fields.is_empty() {
+        let row = backend.query(
+            &format!(
+                "SELECT {} FROM {a}",
+                (0..plan.fields.len())
+                    .map(|i| format!("count(*) FILTER (WHERE __dm_c{i})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             &[],
         )?;
-        let mut per_source = Map::new();
-        for r in rows {
-            if let (Some(src), Some(n)) = (r.first().and_then(Value::as_u64), r.get(1)) {
-                per_source.insert(cfg.enriched[src as usize].name.clone(), n.clone());
-            }
+        let row = row.into_iter().next().unwrap_or_default();
+        for (i, f) in plan.fields.iter().enumerate() {
+            conflicts.insert(f.clone(), row.get(i).cloned().unwrap_or(json!(0)));
+            let fill_only = overlapping
+                .iter()
+                .find(|(j, _)| *j == i)
+                .filter(|_| cfg.on_conflict == OnConflict::Fill)
+                .map(|(_, c)| c);
+            let src = format!("p.__dm_pick{i} >> {ORD_SHIFT}");
+            let sql = match fill_only {
+                Some(c) => format!(
+                    "SELECT {src}, count(*) FROM {} o POSITIONAL JOIN {} p \
+                     WHERE p.__dm_pick{i} IS NOT NULL AND o.{} IS NULL GROUP BY 1",
+                    quote_ident(original),
+                    quote_ident(p_table),
+                    quote_ident(c),
+                ),
+                None => format!(
+                    "SELECT {src}, count(*) FROM {} p WHERE p.__dm_pick{i} IS NOT NULL GROUP BY 1",
+                    quote_ident(p_table)
+                ),
+            };
+            filled.insert(
+                f.clone(),
+                Value::Object(by_source(count_by(backend, &sql)?)),
+            );
         }
-        filled.insert(f.clone(), Value::Object(per_source));
     }
     let stats = json!({
         "rows_original": rows_original,
         "rows_output": rows_output,
-        "rows_per_source": rows_per_source,
-        "duplicates_collapsed": duplicates,
+        "rows_per_source": per_src("rows_per_source"),
+        "duplicates_collapsed": per_src("duplicates"),
         "matched": matched,
         "matched_per_key": per_key,
+        "matched_per_source": matched_per_source,
         "match_rate": if rows_original == 0 { 0.0 } else { matched as f64 / rows_original as f64 },
         "unmatched_enriched": unmatched,
         "conflicts": conflicts,
         "values_filled": filled,
     });
-    // The stats as a table too: one row per (stat, key).
+    store_stats(&stats, target, backend, ctx)?;
+    Ok(stats)
+}
+
+/// The stats as a table: one row per (stat, key), nested keys as `a/b`.
+fn store_stats(
+    stats: &Value,
+    target: &str,
+    backend: &dyn SqlBackend,
+    ctx: &dyn StepContext,
+) -> Result<()> {
     let mut rows = Vec::new();
-    for (stat, v) in stats.as_object().expect("object") {
+    for (stat, v) in stats.as_object().into_iter().flatten() {
         match v {
             Value::Object(inner) => {
                 for (k, x) in inner {
@@ -669,10 +1185,9 @@ fn merge_stats(
                         Value::Object(deeper) => {
                             for (k2, y) in deeper {
                                 rows.push(format!(
-                                    "({}, {}, {})",
+                                    "({}, {}, {y})",
                                     sql_string(stat),
-                                    sql_string(&format!("{k}/{k2}")),
-                                    y
+                                    sql_string(&format!("{k}/{k2}"))
                                 ));
                             }
                         }
@@ -683,21 +1198,19 @@ fn merge_stats(
             _ => rows.push(format!("({}, NULL, {v})", sql_string(stat))),
         }
     }
-    let stats_staging = staging_name();
-    backend.execute(
+    let staging = staging_name();
+    let s = quote_ident(&staging);
+    let created = backend.execute(
         &format!(
-            "CREATE TABLE {} (stat VARCHAR, key VARCHAR, value DOUBLE); INSERT INTO {} VALUES {}",
-            quote_ident(&stats_staging),
-            quote_ident(&stats_staging),
+            "CREATE TABLE {s} (stat VARCHAR, key VARCHAR, value DOUBLE); INSERT INTO {s} VALUES {}",
             rows.join(", ")
         ),
         &[],
         ctx,
-    )?;
-    swap_in(backend, &stats_staging, &format!("{target}__stats"), ctx)?;
-    ctx.log_event(
-        "merge_stats",
-        crate::session::json_map(json!({"step_id": step_id, "stats": stats})),
     );
-    Ok(stats)
+    if let Err(e) = created {
+        drop_quietly(backend, &staging, ctx);
+        return Err(e);
+    }
+    swap_in(backend, &staging, &format!("{target}__stats"), ctx)
 }

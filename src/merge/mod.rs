@@ -8,4 +8,5 @@
 pub mod config;
 pub mod engine;
 pub mod normalize;
+pub mod resume;
 pub mod udf;
