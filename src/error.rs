@@ -147,6 +147,24 @@ fn is_interrupt(err: &duckdb::Error) -> bool {
         || err.to_string().contains("interrupted")
 }
 
+/// A driver's config must be a JSON object (a Python dict): serde would
+/// otherwise read a list positionally.
+pub fn require_mapping(step_id: &str, driver: &str, config: &serde_json::Value) -> Result<()> {
+    if config.is_object() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "Step {step_id}: the {driver} config must be a mapping (dict) of options, got {}",
+            match config {
+                serde_json::Value::Array(_) => "a list",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Null => "None",
+                _ => "a scalar",
+            }
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub struct ProcessorConfig {
 
 impl ProcessorConfig {
     pub fn from_json(step_id: &str, config: Value) -> Result<Self> {
+        crate::error::require_mapping(step_id, "SqlProcessor", &config)?;
         let cfg: ProcessorConfig = serde_json::from_value(config).map_err(|e| {
             Error::Config(format!("Step {step_id}: invalid SqlProcessor config: {e}"))
         })?;
@@ -40,12 +41,23 @@ pub fn run_sql(
     ctx: &dyn StepContext,
 ) -> Result<Value> {
     check_table_name(step_id)?;
-    let query = cfg.query.trim().trim_end_matches(';');
+    let query = cfg
+        .query
+        .trim()
+        .trim_end_matches([';', ' ', '\t', '\r', '\n']);
     let staging = staging_name();
     ctx.log_event("sql_start", json_obj(json!({"step_id": step_id})));
-    let sql = format!("CREATE TABLE {} AS {query}", quote_ident(&staging));
+    // In parentheses, so a second statement (`SELECT 1; DROP TABLE x`) is a
+    // syntax error instead of running outside the staging swap. The newline
+    // keeps a trailing `-- comment` from swallowing the parenthesis.
+    let sql = format!("CREATE TABLE {} AS (\n{query}\n)", quote_ident(&staging));
     if let Err(e) = backend.execute(&sql, &[], ctx) {
         drop_quietly(backend, &staging, ctx);
+        if e.to_string().contains("syntax error at or near \";\"") {
+            return Err(Error::Config(format!(
+                "Step {step_id}: query must be one statement (found a \";\" inside it)"
+            )));
+        }
         return Err(e.with_context(format!("Step {step_id}: the query failed")));
     }
     swap_in(backend, &staging, step_id, ctx)?;
@@ -85,5 +97,26 @@ mod tests {
             "{err}"
         );
         assert!(ProcessorConfig::from_json("x", json!({"query": "SELECT 1", "sql": 1})).is_err());
+        assert!(ProcessorConfig::from_json("x", json!(["SELECT 1"])).is_err());
+    }
+
+    #[test]
+    fn a_second_statement_never_runs() {
+        let backend = NativeBackend::new(&Arc::new(Database::in_memory().unwrap())).unwrap();
+        backend
+            .execute("CREATE TABLE victim AS SELECT 1 AS x", &[], &NullContext)
+            .unwrap();
+        let cfg =
+            ProcessorConfig::from_json("two", json!({"query": "SELECT 1 AS x; DROP TABLE victim"}))
+                .unwrap();
+        let err = run_sql("two", &cfg, &backend, &NullContext).unwrap_err();
+        assert!(err.to_string().contains("one statement"), "{err}");
+        assert_eq!(backend_count(&backend, "victim").unwrap(), 1);
+        // A trailing comment and semicolon are fine.
+        let cfg =
+            ProcessorConfig::from_json("ok", json!({"query": "SELECT 2 AS y -- the answer\n;"}))
+                .unwrap();
+        run_sql("ok", &cfg, &backend, &NullContext).unwrap();
+        assert_eq!(backend_count(&backend, "ok").unwrap(), 1);
     }
 }

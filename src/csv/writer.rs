@@ -60,6 +60,7 @@ pub struct WriterConfig {
 
 impl WriterConfig {
     pub fn from_json(step_id: &str, config: Value) -> Result<Self> {
+        crate::error::require_mapping(step_id, "CsvWriter", &config)?;
         let cfg: WriterConfig = serde_json::from_value(config)
             .map_err(|e| Error::Config(format!("Step {step_id}: invalid CsvWriter config: {e}")))?;
         if cfg.delimiter.is_empty() {
