@@ -27,6 +27,7 @@ __all__ = [
     "SqlProcessor",
     "TableNotFoundError",
     "__version__",
+    "_normalize_values",
 ]
 __version__: str
 DUCKDB_VERSION: str
@@ -184,3 +185,8 @@ class MergeDriver:
         inputs: dict[str, Any] | None = None,
         ctx: Any = None,
     ) -> dict[str, Any]: ...
+
+def _normalize_values(values: list[str | None], spec: str) -> list[str | None]:
+    """Normalises key values as the merge does (``spec``: ``text``, ``email``,
+    ``email:canonical``, ``phone``, ``phone:CZ``, ``exact``)."""
+    ...

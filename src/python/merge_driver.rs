@@ -46,8 +46,17 @@ impl PyMergeDriver {
             }
         }
         let cfg = MergeConfig::from_json(step_id, config.clone()).map_err(to_pyerr)?;
+        if let Some(con) = &env.host_connection {
+            // A duckdb-python connection: the key normalisers run there as a
+            // Python UDF calling the same Rust code.
+            py.import("duckmerge._host")?
+                .call_method1("register_normalize", (con.bind(py),))?;
+        }
         let out = env.run(py, |backend, ctx| run_merge(step_id, &cfg, backend, ctx))?;
-        let result = serde_json::json!({"table": out.table, "rows": out.rows, "stats": out.stats});
+        let result = serde_json::json!({
+            "table": out.table, "rows": out.rows, "stats": out.stats,
+            "skipped_stages": out.skipped,
+        });
         env.record(
             step_id,
             "crm.merge",
@@ -56,4 +65,25 @@ impl PyMergeDriver {
         );
         json_to_py(py, &result)
     }
+}
+
+/// Normalises key values as the merge does (`spec`: ``text``, ``email``,
+/// ``email:canonical``, ``phone``, ``phone:CZ``, ``exact``); unparseable
+/// values become ``None``. Used by the ``duckmerge_normalize`` UDF on a
+/// duckdb-python connection.
+#[pyfunction]
+#[pyo3(name = "_normalize_values")]
+pub fn normalize_values(
+    py: Python<'_>,
+    values: Vec<Option<String>>,
+    spec: &str,
+) -> PyResult<Vec<Option<String>>> {
+    let normalizer = crate::merge::udf::parse_spec(spec)
+        .map_err(|e| to_pyerr(crate::error::Error::Config(e)))?;
+    Ok(py.detach(|| {
+        values
+            .iter()
+            .map(|v| v.as_deref().and_then(|v| normalizer.apply(v)))
+            .collect()
+    }))
 }

@@ -137,6 +137,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<csv_writer::PyCsvWriter>()?;
     m.add_class::<sql_processor::PySqlProcessor>()?;
     m.add_class::<merge_driver::PyMergeDriver>()?;
+    m.add_function(wrap_pyfunction!(merge_driver::normalize_values, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     let version: String = duckdb::Connection::open_in_memory()
         .and_then(|c| c.query_row("SELECT version()", [], |r| r.get(0)))

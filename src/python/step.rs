@@ -123,6 +123,27 @@ pub(crate) struct HostContext {
     interrupted: Mutex<Option<PyErr>>,
 }
 
+impl HostContext {
+    /// A hook that raised: a KeyboardInterrupt (Ctrl-C while Python ran the
+    /// host's logging) cancels the step at its next check and is re-raised;
+    /// anything else is logged and the step goes on.
+    fn keep_interrupt(&self, py: Python<'_>, e: PyErr, what: &str) {
+        if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+            let mut slot = self.interrupted.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        } else {
+            log::warn!("{what} failed: {e}");
+        }
+    }
+
+    fn is_interrupted(&self) -> bool {
+        self.interrupted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
+
 impl StepContext for HostContext {
     fn log_metric(&self, name: &str, value: Value) {
         if !self.has_metric {
@@ -132,7 +153,7 @@ impl StepContext for HostContext {
             let r = json_to_py(py, &value)
                 .and_then(|v| self.ctx.bind(py).call_method1("log_metric", (name, v)));
             if let Err(e) = r {
-                log::warn!("ctx.log_metric({name:?}) failed: {e}");
+                self.keep_interrupt(py, e, &format!("ctx.log_metric({name:?})"));
             }
         });
     }
@@ -149,7 +170,7 @@ impl StepContext for HostContext {
                     .call_method("log_event", (event,), Some(&kwargs))
             });
             if let Err(e) = r {
-                log::warn!("ctx.log_event({event:?}) failed: {e}");
+                self.keep_interrupt(py, e, &format!("ctx.log_event({event:?})"));
             }
         });
     }
@@ -159,6 +180,11 @@ impl StepContext for HostContext {
     }
 
     fn check_cancel(&self) -> Result<()> {
+        if self.is_interrupted() {
+            return Err(Error::Cancelled(
+                "interrupted (Ctrl-C); nothing was changed".into(),
+            ));
+        }
         Python::attach(|py| match py.check_signals() {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -191,6 +217,8 @@ pub(crate) struct StepEnv {
     pub backend: Box<dyn SqlBackend + Send + Sync>,
     pub ctx: HostContext,
     pub session: Option<std::sync::Arc<crate::session::Session>>,
+    /// The host's duckdb-python connection, for that ctx kind.
+    pub host_connection: Option<Py<PyAny>>,
 }
 
 impl StepEnv {
@@ -219,6 +247,7 @@ impl StepEnv {
         };
         let mut session = None;
         let mut temp_dir = None;
+        let mut host_connection = None;
         let backend: Box<dyn SqlBackend + Send + Sync> = if let Ok(s) = ctx.cast::<PySession>() {
             let inner = s.get().inner().clone();
             temp_dir = Some(inner.settings().temp_dir.clone());
@@ -233,6 +262,7 @@ impl StepEnv {
             if let Ok(c) = con.cast::<PyConnection>() {
                 Box::new(NativeBackend::new(c.get().db()).map_err(to_pyerr)?)
             } else if con.hasattr("execute")? {
+                host_connection = Some(con.clone().unbind());
                 Box::new(HostBackend { con: con.unbind() })
             } else {
                 return Err(to_pyerr(Error::Config(format!(
@@ -245,6 +275,7 @@ impl StepEnv {
         let _ = py;
         Ok(StepEnv {
             backend,
+            host_connection,
             ctx: HostContext {
                 has_metric: ctx.hasattr("log_metric")?,
                 has_event: ctx.hasattr("log_event")?,
