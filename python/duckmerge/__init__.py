@@ -5,6 +5,8 @@ DuckDB session, fast, with bounded memory.
 >>> with dm.Session("runs/job-42") as ctx:
 ...     ctx.write_table("scores", some_dataframe)
 ...     ctx.table("scores").to_pandas()
+>>> res = dm.merge("crm.csv", ["vendor_a.csv", "vendor_b.csv"], keys=["email", "phone"])
+>>> res.stats["match_rate"]
 """
 
 from duckmerge._duckmerge import (
@@ -26,6 +28,7 @@ from duckmerge._duckmerge import (
     TableNotFoundError,
     __version__,
 )
+from duckmerge._merge import MergeResult, MergeResultClosedError, merge
 
 #: Component names pipeline hosts use, mapped to the driver classes.
 DRIVERS: dict[str, type] = {
@@ -46,6 +49,8 @@ __all__ = [
     "DRIVERS",
     "DuckMergeError",
     "MergeDriver",
+    "MergeResult",
+    "MergeResultClosedError",
     "Result",
     "Session",
     "SessionLockedError",
@@ -54,4 +59,5 @@ __all__ = [
     "SqlProcessor",
     "TableNotFoundError",
     "__version__",
+    "merge",
 ]
