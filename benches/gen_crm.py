@@ -37,10 +37,19 @@ own columns or noise; ``write_csv(path, columns, rows)`` writes any such
 ``{name: sql}`` mapping. Helpers: ``rand``, ``pick``, ``chance``,
 ``nullable``, ``sql_list``.
 
+Merge inputs (``benches/merge_bench.py``): ``merge_original_columns`` is a
+13-column original (``city`` in place of ``discount_pct``, ~5% NULL emails,
+~30% NULL phones) and ``vendor_query`` a vendor file enriching it: the same
+people (emails with case and whitespace noise, phones as ``+420...``,
+``00420...``, spaced and national), 5% exact duplicate rows, 10% rows that
+match nobody; see its docstring. Both stream through ``COPY`` too.
+
 Usage::
 
     python benches/gen_crm.py OUT.csv --rows 1000000 [--seed 1]
     python benches/gen_crm.py OUT.csv.gz --rows 1000   # compressed, by extension
+    python benches/gen_crm.py crm.csv --merge-original --rows 1000000
+    python benches/gen_crm.py vendor_0.csv --vendor 0 --crm-rows 1000000 --rows 800000
 
     from gen_crm import generate
     generate("crm.csv", rows=1_000_000, seed=1)   # -> {"path", "rows", "bytes", "seconds"}
@@ -49,6 +58,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -58,6 +68,8 @@ from pathlib import Path
 
 #: Bump when the output for a given (rows, seed) changes, so caches notice.
 GEN_VERSION = 1
+#: The same for the merge inputs (merge_original_columns, vendor_query).
+MERGE_GEN_VERSION = 1
 
 NULL_FRACTION = 0.10
 
@@ -108,6 +120,29 @@ NOTE_FRAGMENTS = [
 ]  # fmt: skip
 
 
+CITIES = [
+    "Praha", "Brno", "Ostrava", "Plzeň", "Liberec", "Olomouc", "České Budějovice",
+    "Hradec Králové", "Ústí nad Labem", "Pardubice", "Zlín", "Havířov", "Kladno",
+    "Most", "Opava", "Jihlava", "Karviná", "Teplice", "Děčín", "Karlovy Vary",
+]  # fmt: skip
+JOB_TITLES = [
+    "CEO", "CFO", "CTO", "Head of Sales", "Sales Manager", "Account Manager",
+    "Marketing Manager", "Office Manager", "Buyer", "Procurement Lead", "Engineer",
+    "Data Analyst", "HR Manager", "Owner", "Jednatel", "Ředitel", "Asistentka",
+]  # fmt: skip
+INDUSTRIES = [
+    "Manufacturing", "Retail", "Logistics", "IT", "Finance", "Construction",
+    "Food & Beverage", "Energy", "Healthcare", "Public sector", "Education", "Media",
+]  # fmt: skip
+COMPANY_SIZES = ["1-9", "10-49", "50-249", "250-999", "1000+"]
+
+#: Columns of a vendor file made by :func:`vendor_query`, in file order.
+VENDOR_COLUMNS = (
+    "email", "phone", "first_name", "last_name", "company", "city", "job_title",
+    "industry", "company_size", "linkedin_url", "updated_at",
+)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- SQL helpers
 
 
@@ -148,6 +183,11 @@ def nullable(expr: str, p: float, seed: int, salt: str, row: str = "i") -> str:
 # --------------------------------------------------------------------------- the CRM file
 
 
+def phone_national(seed: int, row: str = "i") -> str:
+    """A contact's phone number as 9 national digits, 600000000..699999999 (SQL VARCHAR)."""
+    return f"(600000000 + {uniform(seed, 'phone', 100_000_000, row)})::VARCHAR"
+
+
 def person_columns(seed: int, row: str = "i") -> dict[str, str]:
     """A contact's identity, before NULLs: first/last name, email, phone (SQL)."""
     female = chance(0.45, seed, "female", row)
@@ -165,7 +205,7 @@ def person_columns(seed: int, row: str = "i") -> dict[str, str]:
         f"lower(strip_accents({first}) || '.' || strip_accents({last})) || ({row} + 1)::VARCHAR "
         f"|| '@' || {pick(DOMAINS, seed, 'domain', row)}"
     )
-    national = f"(600000000 + {uniform(seed, 'phone', 100_000_000, row)})::VARCHAR"
+    national = phone_national(seed, row)
     style = uniform(seed, "phone_style", 100, row)
     phone = (
         f"CASE WHEN {style} < 60 THEN '+420' || {national} "
@@ -214,6 +254,211 @@ def crm_columns(seed: int, row: str = "i") -> dict[str, str]:
     }
 
 
+# --------------------------------------------------------------------------- merge inputs
+
+
+def merge_original_columns(seed: int, row: str = "i") -> dict[str, str]:
+    """The merge benchmark's "original" CRM file: 13 columns, ``{name: SQL}``.
+
+    The :func:`crm_columns` contacts (same names, emails, phones, companies
+    for the same ``(row, seed)``) with ``city`` in place of
+    ``discount_pct``, ~5% NULL emails and ~30% NULL phones::
+
+        id, customer_code, first_name, last_name, email, phone, company, city,
+        created_at, last_contact_at, lifetime_value, newsletter_opt_in, notes
+    """
+    base = crm_columns(seed, row)
+    person = person_columns(seed, row)
+    out: dict[str, str] = {}
+    for name, expr in base.items():
+        if name == "discount_pct":
+            continue
+        if name == "email":
+            expr = nullable(person["email"], 0.05, seed, "email", row)
+        elif name == "phone":
+            expr = nullable(person["phone"], 0.30, seed, "phone", row)
+        out[name] = expr
+        if name == "company":
+            out["city"] = nullable(
+                pick(CITIES, seed, "city", row), NULL_FRACTION, seed, "city", row
+            )
+    return out
+
+
+def _coprime_multiplier(modulus: int, start: int) -> int:
+    """An odd number >= ``start`` with no factor in common with ``modulus``."""
+    a = start | 1
+    while math.gcd(a, modulus) != 1:
+        a += 2
+    return a
+
+
+def vendor_query(
+    crm_rows: int,
+    rows: int,
+    vendor: int,
+    seed: int = 1,
+    *,
+    nobody: float = 0.10,
+    duplicates: float = 0.05,
+    repeats: float = 0.08,
+    email_null: float = 0.05,
+    phone_null: float = 0.10,
+) -> str:
+    """SQL for vendor file number ``vendor`` (0, 1, ...) enriching the ``crm_rows``-row
+    :func:`merge_original_columns` file made with the same ``seed``.
+
+    Its ``rows`` rows, columns :data:`VENDOR_COLUMNS`:
+
+    * ``duplicates`` (5%): exact copies of another row of the same file
+      (every 20th row, copying a random non-copy row);
+    * ``nobody`` (10%) of the rest: people the original does not hold
+      (emails with numbers past ``crm_rows``, phones 7xx xxx xxx where the
+      original's are 6xx xxx xxx), so they match nobody;
+    * the others: a contact of the original -- contact ``(a*slot + b) % crm_rows``
+      with ``a, b`` per vendor, so one vendor lists each contact at most once
+      per ``crm_rows`` rows, and the vendors overlap at random -- except that
+      ``repeats`` (8%) take the contact of another random slot: a second,
+      different record for someone the vendor may list already;
+    * email: the contact's, ~``email_null`` NULL, else in upper case (15%),
+      capitalised (15%) or with an upper-case local part (15%), and with a
+      leading, trailing or both spaces (20%);
+    * phone: the contact's number, ~``phone_null`` NULL, written as
+      ``+420601111222`` (30%), ``00420601111222`` (20%), ``+420 601 111 222``
+      (20%), ``601 111 222`` (15%) or ``601111222`` (15%);
+    * first/last name (~10% NULL each), company and city (70% the
+      original's value, else another; ~20% NULL), job_title, industry,
+      company_size, linkedin_url and updated_at (~15-40% NULL).
+
+    Every random choice is a hash of the row's *source* slot, so a copy is
+    byte-identical to its original row and the file is the same for the same
+    arguments.
+    """
+    if crm_rows < 1 or rows < 0:
+        raise ValueError(f"need crm_rows >= 1 and rows >= 0, got {crm_rows} and {rows}")
+    if not 0 <= duplicates <= 0.5:
+        raise ValueError(f"duplicates must be in [0, 0.5], got {duplicates}")
+    v = f"v{int(vendor)}:"
+    a = _coprime_multiplier(crm_rows, 1_000_003 + 7_919 * 2 * int(vendor) + 104_729 * int(seed))
+    b = (int(seed) * 7_777_777 + int(vendor) * 1_234_567 + 12_345) % crm_rows
+    if duplicates > 0 and rows > 1:
+        period = max(2, round(1 / duplicates))
+        last = period - 1
+        source = (
+            f"CASE WHEN j % {period} = {last} "
+            f"THEN h - CASE WHEN h % {period} = {last} THEN 1 ELSE 0 END ELSE j END"
+        )
+    else:
+        source = "j"
+    person = person_columns(seed, "p")
+    national = (
+        f"CASE WHEN nobody THEN (700000000 + {uniform(seed, 'nobody_phone', 100_000_000, 'p')})"
+        f"::VARCHAR ELSE {phone_national(seed, 'p')} END"
+    )
+    phone_style = uniform(seed, v + "phone_style", 100, "s")
+    spaced = "substr(n, 1, 3) || ' ' || substr(n, 4, 3) || ' ' || substr(n, 7, 3)"
+    phone = (
+        f"CASE WHEN {phone_style} < 30 THEN '+420' || n "
+        f"WHEN {phone_style} < 50 THEN '00420' || n "
+        f"WHEN {phone_style} < 70 THEN '+420 ' || {spaced} "
+        f"WHEN {phone_style} < 85 THEN {spaced} ELSE n END"
+    )
+    case_style = uniform(seed, v + "email_case", 100, "s")
+    space_style = uniform(seed, v + "email_space", 100, "s")
+    cased = (
+        f"CASE WHEN {case_style} < 55 THEN e "
+        f"WHEN {case_style} < 70 THEN upper(e) "
+        f"WHEN {case_style} < 85 THEN upper(left(e, 1)) || substr(e, 2) "
+        f"ELSE upper(split_part(e, '@', 1)) || '@' || split_part(e, '@', 2) END"
+    )
+    email = (
+        f"CASE WHEN {space_style} < 80 THEN {cased} "
+        f"WHEN {space_style} < 88 THEN ' ' || {cased} "
+        f"WHEN {space_style} < 95 THEN {cased} || ' ' "
+        f"ELSE '  ' || {cased} || ' ' END"
+    )
+
+    def same_or_other(values: Sequence[str], salt: str) -> str:
+        return (
+            f"CASE WHEN {chance(0.7, seed, v + salt + '_same', 's')} "
+            f"THEN {pick(values, seed, salt, 'p')} ELSE {pick(values, seed, v + salt, 's')} END"
+        )
+
+    def n(name: str, expr: str, p: float) -> str:
+        return nullable(expr, p, seed, v + name, "s")
+
+    linkedin = (
+        "'https://www.linkedin.com/in/' || lower(strip_accents(first_name_ || '-' || "
+        f"last_name_)) || '-' || to_hex({uniform(seed, 'linkedin', 1 << 24, 'p')})"
+    )
+    updated = f"DATE '2022-01-01' + {uniform(seed, v + 'updated', 1096, 's')}::INTEGER"
+    columns = {
+        "email": n("email", "e_noisy", email_null),
+        "phone": n("phone", "phone_", phone_null),
+        "first_name": n("first_name", "first_name_", 0.10),
+        "last_name": n("last_name", "last_name_", 0.10),
+        "company": n("company", same_or_other(COMPANIES, "company"), 0.20),
+        "city": n("city", same_or_other(CITIES, "city"), 0.20),
+        "job_title": n("job_title", pick(JOB_TITLES, seed, v + "job", "s"), 0.15),
+        "industry": n("industry", pick(INDUSTRIES, seed, v + "industry", "s"), 0.20),
+        "company_size": n("company_size", pick(COMPANY_SIZES, seed, v + "size", "s"), 0.25),
+        "linkedin_url": n("linkedin_url", linkedin, 0.40),
+        "updated_at": n("updated_at", updated, 0.15),
+    }
+    assert tuple(columns) == VENDOR_COLUMNS
+    select = ",\n  ".join(f'{expr} AS "{col}"' for col, expr in columns.items())
+    # One CTE per layer keeps every expression computed once per row.
+    return f"""WITH slots AS (
+  SELECT j, {source} AS s
+  FROM (SELECT j, {uniform(seed, v + "dup_source", max(rows, 1), "j")} AS h
+        FROM range({int(rows)}) t(j))
+), kinds AS (
+  SELECT j, s, {chance(nobody, seed, v + "nobody", "s")} AS nobody,
+    CASE WHEN {chance(repeats, seed, v + "repeat", "s")}
+      THEN {uniform(seed, v + "repeat_of", max(rows, 1), "s")} ELSE s END AS slot
+  FROM slots
+), people AS (
+  SELECT j, s, nobody,
+    CASE WHEN nobody THEN {int(crm_rows)} + s
+      ELSE ({a} * (slot % {int(crm_rows)}) + {b}) % {int(crm_rows)} END AS p
+  FROM kinds
+), contacts AS (
+  SELECT j, s, p, nobody, {person["first_name"]} AS first_name_,
+    {person["last_name"]} AS last_name_, {person["email"]} AS e, {national} AS n
+  FROM people
+), noisy AS (
+  SELECT *, {email} AS e_noisy, {phone} AS phone_ FROM contacts
+)
+SELECT
+  {select}
+FROM noisy"""
+
+
+def generate_merge_original(
+    path: str | os.PathLike[str], rows: int, seed: int = 1, *, threads: int | None = None
+) -> dict:
+    """Writes the merge benchmark's ``rows``-row original (:func:`merge_original_columns`)."""
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    return write_csv(path, merge_original_columns(seed), rows, threads=threads)
+
+
+def generate_vendor(
+    path: str | os.PathLike[str],
+    crm_rows: int,
+    rows: int,
+    vendor: int,
+    seed: int = 1,
+    *,
+    threads: int | None = None,
+    **options: float,
+) -> dict:
+    """Writes vendor file ``vendor`` (:func:`vendor_query`); emails always quoted, so
+    their leading/trailing spaces reach every CSV reader."""
+    query = vendor_query(crm_rows, rows, vendor, seed, **options)
+    return copy_to_csv(path, query, rows, threads=threads, force_quote=("email",))
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -231,6 +476,28 @@ def write_csv(
     only when complete (temp name in the same folder, then a rename).
     Returns ``{"path", "rows", "bytes", "seconds"}``.
     """
+    select = ",\n  ".join(f'{expr} AS "{col}"' for col, expr in columns.items())
+    query = f"SELECT\n  {select}\nFROM range({int(rows)}) t({row})"
+    return copy_to_csv(path, query, rows, threads=threads)
+
+
+def copy_to_csv(
+    path: str | os.PathLike[str],
+    query: str,
+    rows: int,
+    *,
+    threads: int | None = None,
+    force_quote: Sequence[str] = (),
+) -> dict:
+    """Writes the result of ``query`` (``rows`` rows, for the report) to ``path`` as CSV.
+
+    The query runs in a fresh in-memory duckdb-python connection as one
+    ``COPY ... TO``, so no row passes through Python and any size streams.
+    Compression follows the extension (``.gz``, ``.zst``); ``force_quote``
+    names columns always written quoted (e.g. to keep leading spaces visible
+    to every CSV reader). The file appears only when complete (temp name in
+    the same folder, then a rename). Returns ``{"path", "rows", "bytes", "seconds"}``.
+    """
     import duckdb
 
     target = Path(path).resolve()
@@ -238,19 +505,18 @@ def write_csv(
     name = target.name
     compression = "gzip" if name.endswith(".gz") else "zstd" if name.endswith(".zst") else "none"
     tmp = target.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-    select = ",\n  ".join(f'{expr} AS "{col}"' for col, expr in columns.items())
-    query = f"SELECT\n  {select}\nFROM range({int(rows)}) t({row})"
+    options = (
+        f"FORMAT csv, HEADER true, DELIMITER ',', QUOTE '\"', COMPRESSION {sql_string(compression)}"
+    )
+    if force_quote:
+        options += ", FORCE_QUOTE (" + ", ".join(f'"{c}"' for c in force_quote) + ")"
     started = time.perf_counter()
     con = duckdb.connect()
     try:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = true")  # rows in id order
-        con.execute(
-            f"COPY ({query}) TO {sql_string(str(tmp))} "
-            f"(FORMAT csv, HEADER true, DELIMITER ',', QUOTE '\"', "
-            f"COMPRESSION {sql_string(compression)})"
-        )
+        con.execute(f"COPY ({query}) TO {sql_string(str(tmp))} ({options})")
         os.replace(tmp, target)
     finally:
         con.close()
@@ -281,10 +547,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows (default 1,000,000)")
     parser.add_argument("--seed", type=int, default=1, help="seed (default 1)")
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--merge-original",
+        action="store_true",
+        help="write the merge benchmark's original (13 columns, with city) instead",
+    )
+    kind.add_argument(
+        "--vendor",
+        type=int,
+        metavar="N",
+        help="write vendor file N (0, 1, ...) enriching a --crm-rows merge original instead",
+    )
+    parser.add_argument(
+        "--crm-rows", type=int, help="with --vendor: rows of the original it enriches"
+    )
     args = parser.parse_args(argv)
     if args.rows < 0:
         parser.error("--rows must be >= 0")
-    done = generate(args.out, args.rows, args.seed, threads=args.threads)
+    if args.vendor is not None:
+        if args.vendor < 0 or not args.crm_rows or args.crm_rows < 1:
+            parser.error("--vendor needs N >= 0 and --crm-rows >= 1")
+        done = generate_vendor(
+            args.out, args.crm_rows, args.rows, args.vendor, args.seed, threads=args.threads
+        )
+    elif args.crm_rows is not None:
+        parser.error("--crm-rows goes with --vendor")
+    elif args.merge_original:
+        if args.rows < 1:
+            parser.error("--merge-original needs --rows >= 1")
+        done = generate_merge_original(args.out, args.rows, args.seed, threads=args.threads)
+    else:
+        done = generate(args.out, args.rows, args.seed, threads=args.threads)
     print(
         f"wrote {done['rows']:,} rows, {done['bytes'] / 1e6:.1f} MB, to {done['path']} "
         f"in {done['seconds']:.1f} s (seed {args.seed})"
