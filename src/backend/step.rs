@@ -85,15 +85,10 @@ impl NativeBackend {
 /// How often a running statement's progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-impl SqlBackend for NativeBackend {
-    fn execute(&self, sql: &str, params: &[Param], ctx: &dyn StepContext) -> Result<()> {
-        if !params.is_empty() {
-            let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            return conn
-                .execute(sql, duckdb::params_from_iter(params.iter()))
-                .map(|_| ())
-                .map_err(|e| Error::sql("SQL", e));
-        }
+impl NativeBackend {
+    /// Runs a parameterless batch on the raw connection from a worker thread,
+    /// reporting progress and checking for cancellation while it runs.
+    fn execute_native(&self, sql: &str, ctx: &dyn StepContext) -> Result<()> {
         let (tx, rx) = sync_channel(1);
         let (con, lock, sql) = (self.con.clone(), self.raw.clone(), sql.to_string());
         std::thread::Builder::new()
@@ -127,8 +122,41 @@ impl SqlBackend for NativeBackend {
             }
         }
     }
+}
+
+impl SqlBackend for NativeBackend {
+    fn execute(&self, sql: &str, params: &[Param], ctx: &dyn StepContext) -> Result<()> {
+        if !params.is_empty() {
+            let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            return conn
+                .execute(sql, duckdb::params_from_iter(params.iter()))
+                .map(|_| ())
+                .map_err(|e| Error::sql("SQL", e));
+        }
+        let started = std::time::Instant::now();
+        let result = self.execute_native(sql, ctx);
+        log::debug!(
+            "SQL {:.3}s: {}",
+            started.elapsed().as_secs_f64(),
+            sql.chars().take(160).collect::<String>()
+        );
+        result
+    }
 
     fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
+        let started = std::time::Instant::now();
+        let rows = self.query_rows(sql, params);
+        log::debug!(
+            "query {:.3}s: {}",
+            started.elapsed().as_secs_f64(),
+            sql.chars().take(160).collect::<String>()
+        );
+        rows
+    }
+}
+
+impl NativeBackend {
+    fn query_rows(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn.prepare(sql).map_err(|e| Error::sql("SQL", e))?;
         let mut rows = stmt

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::config::SourceConfig;
 use crate::arrow::Param;
-use crate::backend::{quote_ident, SqlBackend, StepContext};
+use crate::backend::{quote_ident, sql_string, SqlBackend, StepContext};
 use crate::csv::resolve_input;
 use crate::error::Result;
 
@@ -173,30 +173,27 @@ impl<'a> StageLog<'a> {
         )
     }
 
-    /// Records `stage` as finished with fingerprint `fp` (replacing its row,
-    /// in one transaction).
+    /// Records `stage` as finished with fingerprint `fp`, replacing its row
+    /// in one transaction (one statement batch: values are literals, so it
+    /// runs on the connection the stage's tables were written on).
     pub fn record(&self, stage: &str, fp: &str, info: &Value) -> Result<()> {
-        let (b, ctx) = (self.backend, self.ctx);
-        b.execute("BEGIN TRANSACTION", &[], ctx)?;
-        let written = self.invalidate(stage).and_then(|()| {
-            b.execute(
-                &format!("INSERT INTO {STAGES_TABLE} VALUES (?, ?, ?, ?, now()::TIMESTAMP)"),
-                &[
-                    Param::Text(self.step_id.into()),
-                    Param::Text(stage.into()),
-                    Param::Text(fp.into()),
-                    Param::Text(info.to_string()),
-                ],
-                ctx,
-            )
-        });
-        match written {
-            Ok(()) => b.execute("COMMIT", &[], ctx),
-            Err(e) => {
-                let _ = b.execute("ROLLBACK", &[], ctx);
-                Err(e)
-            }
+        let (step, stage, fp, info) = (
+            sql_string(self.step_id),
+            sql_string(stage),
+            sql_string(fp),
+            sql_string(&info.to_string()),
+        );
+        let batch = format!(
+            "BEGIN TRANSACTION; \
+             DELETE FROM {STAGES_TABLE} WHERE step_id = {step} AND stage = {stage}; \
+             INSERT INTO {STAGES_TABLE} VALUES ({step}, {stage}, {fp}, {info}, now()::TIMESTAMP); \
+             COMMIT"
+        );
+        if let Err(e) = self.backend.execute(&batch, &[], self.ctx) {
+            let _ = self.backend.execute("ROLLBACK", &[], self.ctx);
+            return Err(e);
         }
+        Ok(())
     }
 
     /// Info of a consolidated vendor table with fingerprint `fp`, recorded by
