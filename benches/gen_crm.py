@@ -69,7 +69,7 @@ from pathlib import Path
 #: Bump when the output for a given (rows, seed) changes, so caches notice.
 GEN_VERSION = 1
 #: The same for the merge inputs (merge_original_columns, vendor_query).
-MERGE_GEN_VERSION = 1
+MERGE_GEN_VERSION = 2  # 2: valid Czech mobile ranges for phones
 
 NULL_FRACTION = 0.10
 
@@ -183,9 +183,21 @@ def nullable(expr: str, p: float, seed: int, salt: str, row: str = "i") -> str:
 # --------------------------------------------------------------------------- the CRM file
 
 
+#: Czech mobile ranges libphonenumber accepts as valid numbers. Contacts get
+#: these; vendor rows that match nobody get 702-705 numbers, also valid but
+#: never a contact's.
+CZ_MOBILE_PREFIXES = (
+    [f"60{d}" for d in range(1, 9)] + [f"7{t}{d}" for t in (2, 3, 7, 9) for d in range(10)]
+)
+
+
 def phone_national(seed: int, row: str = "i") -> str:
-    """A contact's phone number as 9 national digits, 600000000..699999999 (SQL VARCHAR)."""
-    return f"(600000000 + {uniform(seed, 'phone', 100_000_000, row)})::VARCHAR"
+    """A contact's phone number as 9 national digits in a valid Czech mobile
+    range (SQL VARCHAR), so the phone key can match as in real data."""
+    return (
+        f"({pick(CZ_MOBILE_PREFIXES, seed, 'phone', row)} || "
+        f"lpad(CAST({uniform(seed, 'phone_rest', 1_000_000, row)} AS VARCHAR), 6, '0'))"
+    )
 
 
 def person_columns(seed: int, row: str = "i") -> dict[str, str]:
@@ -313,7 +325,7 @@ def vendor_query(
     * ``duplicates`` (5%): exact copies of another row of the same file
       (every 20th row, copying a random non-copy row);
     * ``nobody`` (10%) of the rest: people the original does not hold
-      (emails with numbers past ``crm_rows``, phones 7xx xxx xxx where the
+      (emails with numbers past ``crm_rows``, phones 70[2-5] xxx xxx where the
       original's are 6xx xxx xxx), so they match nobody;
     * the others: a contact of the original -- contact ``(a*slot + b) % crm_rows``
       with ``a, b`` per vendor, so one vendor lists each contact at most once
@@ -352,8 +364,9 @@ def vendor_query(
         source = "j"
     person = person_columns(seed, "p")
     national = (
-        f"CASE WHEN nobody THEN (700000000 + {uniform(seed, 'nobody_phone', 100_000_000, 'p')})"
-        f"::VARCHAR ELSE {phone_national(seed, 'p')} END"
+        f"CASE WHEN nobody THEN ('70' || CAST(2 + {uniform(seed, 'nobody_phone', 4, 'p')} AS VARCHAR)"
+        f" || lpad(CAST({uniform(seed, 'nobody_phone_rest', 1_000_000, 'p')} AS VARCHAR), 6, '0'))"
+        f" ELSE {phone_national(seed, 'p')} END"
     )
     phone_style = uniform(seed, v + "phone_style", 100, "s")
     spaced = "substr(n, 1, 3) || ' ' || substr(n, 4, 3) || ' ' || substr(n, 7, 3)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what it needs into
 # .venv, then runs rustfmt, clippy, the Rust unit tests, builds the module
-# and runs pytest against it. DuckDB's C++ is compiled once per target
+# and runs pytest against it, then builds the wheel and runs pytest against
+# it installed in a fresh virtualenv. DuckDB's C++ is compiled once per target
 # directory (~15 min on 2 cores); set CARGO_TARGET_DIR to reuse one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,3 +35,8 @@ VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --release
 
 step "pytest"
 "$venv/bin/python" -m pytest "$@"
+
+# The same suite against the built abi3 wheel, installed into a fresh
+# virtualenv (not the source tree).
+step "wheel test (scripts/wheel_test.sh)"
+DUCKMERGE_VENV="$venv" ./scripts/wheel_test.sh "$@"

@@ -118,6 +118,13 @@ def ascii_fold(text: str) -> str:
     return text.translate(ASCII)
 
 
+CZ_MOBILE_PREFIXES = (
+    [f"60{d}" for d in range(1, 9)]
+    + [f"70{d}" for d in range(2, 6)]
+    + [f"7{t}{d}" for t in (2, 3, 7, 9) for d in range(10)]
+)
+
+
 def make_crm(rng: random.Random) -> list[dict[str, str]]:
     used_emails: set[str] = set()
     used_phones: set[str] = set()
@@ -133,7 +140,11 @@ def make_crm(rng: random.Random) -> list[dict[str, str]]:
                 used_emails.add(email)
                 break
         while True:
-            national = f"{rng.choice('67')}{rng.randint(0, 99_999_999):08d}"
+            # Czech mobile ranges libphonenumber accepts as valid (601-608,
+            # 702-705, 72x, 73x, 77x, 79x): other 6xx/7xx numbers do not
+            # exist and normalise to NULL, so they would never match.
+            prefix = rng.choice(CZ_MOBILE_PREFIXES)
+            national = f"{prefix}{rng.randint(0, 999_999):06d}"
             if national not in used_phones:
                 used_phones.add(national)
                 break
