@@ -17,7 +17,8 @@ use serde_json::{json, Map, Value};
 
 use super::config::{KeyConfig, KeyNormalize, MergeConfig, OnConflict, SourceConfig, Strategy};
 use super::resume::{
-    columns_with_types, consolidated_table, file_identity, fingerprint, source_identity, StageLog,
+    columns_with_types, consolidated_table, file_identity, fingerprint, source_identity,
+    source_table, StageLog,
 };
 use super::udf::FUNCTION;
 use crate::backend::{
@@ -108,10 +109,6 @@ fn find_ci<'a>(columns: &'a [String], name: &str) -> Option<&'a String> {
         .iter()
         .find(|c| c.as_str() == name)
         .or_else(|| columns.iter().find(|c| c.eq_ignore_ascii_case(name)))
-}
-
-fn is_internal(column: &str) -> bool {
-    column.starts_with("__dm_")
 }
 
 /// Loads a file source into `table_for_file`, or returns the source's table.
@@ -364,11 +361,22 @@ pub fn run_merge(
         "stage": STAGES[2], "enriched": fp_enriched, "keys": key_specs,
     }));
     let cons = consolidated_table(&fp_cons);
-    let reused = if cfg.resume {
+    let mut reused = if cfg.resume {
         log.consolidated(&fp_cons)?
     } else {
         None
     };
+    if let Some(info) = &reused {
+        let tables: Vec<String> =
+            serde_json::from_value(info["sources"].clone()).unwrap_or_default();
+        let mut all_there = tables.len() == cfg.enriched.len();
+        for t in &tables {
+            all_there = all_there && backend_relation_exists(backend, t)?;
+        }
+        if !all_there {
+            reused = None;
+        }
+    }
     let cons_info = match reused {
         Some(info) => {
             let total: u64 = info["rows_per_source"]
@@ -389,35 +397,36 @@ pub fn run_merge(
         None => {
             log.invalidate(STAGES[1])?;
             log.invalidate(STAGES[2])?;
+            // Vendor files load into tables named by their fingerprint, so
+            // an unchanged file is loaded once per session, whichever step
+            // asks for it; table sources are read where they are.
             let mut tables = Vec::new();
-            let mut loaded = Vec::new();
-            let imported = cfg.enriched.iter().enumerate().try_for_each(|(i, s)| {
-                let t =
-                    import_source(step_id, s, format!("{step_id}__enriched_{i}"), backend, ctx)?;
-                if s.path.is_some() {
-                    loaded.push(t.clone());
-                }
+            for (s, identity) in cfg.enriched.iter().zip(&identities) {
+                let t = match &s.table {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = source_table(&fingerprint(identity));
+                        if !(cfg.resume && backend_relation_exists(backend, &t)?) {
+                            import_source(step_id, s, t.clone(), backend, ctx)?;
+                        }
+                        t
+                    }
+                };
                 tables.push(t);
-                Ok::<(), Error>(())
-            });
-            let info = imported.and_then(|()| {
-                consolidate(
-                    cfg,
-                    &tables,
-                    (&fp_enriched, &fp_cons),
-                    &log,
-                    &report,
-                    backend,
-                    ctx,
-                )
-            });
-            // The consolidated table holds every vendor row and column.
-            for t in &loaded {
-                drop_quietly(backend, t, ctx);
             }
-            info?
+            consolidate(
+                cfg,
+                &tables,
+                (&fp_enriched, &fp_cons),
+                &log,
+                &report,
+                backend,
+                ctx,
+            )?
         }
     };
+    let sources: Vec<String> = serde_json::from_value(cons_info["sources"].clone())
+        .map_err(|e| Error::Config(format!("Step {step_id}: stage log unreadable: {e}")))?;
 
     // Columns as loaded; the plan is checked again (sources that could not
     // be peeked at are known now).
@@ -477,7 +486,7 @@ pub fn run_merge(
                 &plan,
                 (&original, &orig_types),
                 &cons,
-                &cons_info,
+                (&cons_info, &sources, &src_cols),
                 rows_original,
                 &target,
                 &report,
@@ -572,10 +581,16 @@ fn consolidate(
             .map(|(c, _)| c)
             .collect();
         let q = quote_ident(t);
+        // Exact duplicates, counted by a hash of the whole row (a fixed-size
+        // distinct set instead of the wide rows themselves).
+        let row_hash = if cols.is_empty() {
+            "0".to_string()
+        } else {
+            let list: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+            format!("hash({})", list.join(", "))
+        };
         let row = backend.query(
-            &format!(
-                "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT * FROM {q})) FROM {q}"
-            ),
+            &format!("SELECT count(*), count(DISTINCT {row_hash}) FROM {q}"),
             &[],
         )?;
         let n = row
@@ -633,7 +648,8 @@ fn consolidate(
                     None => format!("CAST(NULL AS VARCHAR) AS __dm_k{j}"),
                 });
             }
-            parts.push("*".into());
+            // Only what matching needs: values are read from the source
+            // tables by `__dm_ord` later, so vendor rows are not copied.
             format!("(SELECT {} FROM {})", parts.join(", "), quote_ident(table))
         })
         .collect();
@@ -643,7 +659,7 @@ fn consolidate(
         &format!(
             "CREATE TABLE {} AS {}",
             quote_ident(&staging),
-            selects.join(" UNION ALL BY NAME ")
+            selects.join(" UNION ALL ")
         ),
         &[],
         ctx,
@@ -655,6 +671,7 @@ fn consolidate(
     swap_in(backend, &staging, &cons, ctx)?;
     let info = json!({
         "table": cons,
+        "sources": tables,
         "rows_per_source": rows_per_source,
         "duplicates": duplicates,
         "columns": columns,
@@ -708,7 +725,7 @@ fn match_merge(
     plan: &Plan,
     (original, orig_types): (&str, &[(String, String)]),
     cons: &str,
-    cons_info: &Value,
+    (cons_info, sources, src_cols): (&Value, &[String], &[Vec<String>]),
     rows_original: u64,
     target: &str,
     report: &Reporter,
@@ -837,11 +854,11 @@ fn match_merge(
             extra.push(format!("CASE e.__dm_src {cases} END AS __dm_prio_rank"));
         }
         if strategies.contains(&Strategy::MostRecent) {
-            let rc = quote_ident(cfg.recency_column.as_deref().unwrap_or_default());
-            extra.push(format!(
-                "row_number() OVER (PARTITION BY m.__dm_o_row ORDER BY e.{rc} DESC NULLS LAST, \
+            extra.push(
+                "row_number() OVER (PARTITION BY m.__dm_o_row ORDER BY e.__dm_recency DESC NULLS LAST, \
                  e.__dm_ord) - 1 AS __dm_recency_rank"
-            ));
+                    .to_string(),
+            );
         }
         let field_cols: String = plan
             .fields
@@ -849,9 +866,33 @@ fn match_merge(
             .map(|f| format!(", e.{}", quote_ident(f)))
             .collect();
         let extra_sql: String = extra.iter().map(|x| format!(", {x}")).collect();
+        // The vendor rows with their fields, read from the source tables.
+        let ord = |i: usize| format!("(CAST({i} AS BIGINT) << {ORD_SHIFT}) | rowid");
+        let vendor_rows = sources
+            .iter()
+            .zip(src_cols)
+            .enumerate()
+            .map(|(i, (t, cols))| {
+                let mut parts = vec![
+                    format!("CAST({i} AS INTEGER) AS __dm_src"),
+                    format!("{} AS __dm_ord", ord(i)),
+                ];
+                for f in &plan.fields {
+                    if let Some(c) = find_ci(cols, f) {
+                        parts.push(format!("{} AS {}", quote_ident(c), quote_ident(f)));
+                    }
+                }
+                if let Some(rc) = cfg.recency_column.as_ref().and_then(|r| find_ci(cols, r)) {
+                    parts.push(format!("{} AS __dm_recency", quote_ident(rc)));
+                }
+                format!("(SELECT {} FROM {})", parts.join(", "), quote_ident(t))
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL BY NAME ");
         run(format!(
             "CREATE TABLE {a} AS WITH c AS (SELECT m.__dm_o_row, m.__dm_j, e.__dm_src, \
-               e.__dm_ord{field_cols}{extra_sql} FROM {m} m JOIN {e} e ON e.__dm_ord = m.__dm_ord) \
+               e.__dm_ord{field_cols}{extra_sql} FROM {m} m JOIN ({vendor_rows}) e \
+               ON e.__dm_ord = m.__dm_ord) \
              SELECT __dm_o_row, {} FROM c GROUP BY __dm_o_row",
             aggs.join(", ")
         ))?;
@@ -877,11 +918,26 @@ fn match_merge(
              LEFT JOIN {a} a ON a.__dm_o_row = o.__dm_r ORDER BY o.__dm_r"
         ))?;
         for (i, (f, t)) in plan.fields.iter().zip(&value_tables).enumerate() {
-            let q = quote_ident(f);
+            // This field's values in every source that has it.
+            let values = sources
+                .iter()
+                .zip(src_cols)
+                .enumerate()
+                .filter_map(|(j, (src, cols))| {
+                    find_ci(cols, f).map(|c| {
+                        format!(
+                            "SELECT {} AS __dm_ord, {} AS __dm_v FROM {}",
+                            ord(j),
+                            quote_ident(c),
+                            quote_ident(src)
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
             run(format!(
-                "CREATE TABLE {} AS SELECT e.{q} AS __dm_v FROM {p} p \
-                 LEFT JOIN (SELECT __dm_ord, {q} FROM {e}) e ON e.__dm_ord = p.__dm_pick{i} \
-                 ORDER BY p.__dm_r",
+                "CREATE TABLE {} AS SELECT e.__dm_v FROM {p} p \
+                 LEFT JOIN ({values}) e ON e.__dm_ord = p.__dm_pick{i} ORDER BY p.__dm_r",
                 quote_ident(t)
             ))?;
         }
@@ -969,7 +1025,7 @@ fn match_merge(
             plan,
             (original, &overlapping),
             (&a_table, &m_table, &p_table, cons),
-            cons_info,
+            (cons_info, sources, src_cols),
             (rows_original, rows_output, matched),
             target,
             backend,
@@ -1001,7 +1057,7 @@ fn merge_stats(
     plan: &Plan,
     (original, overlapping): (&str, &[(usize, String)]),
     (a_table, m_table, p_table, cons): (&str, &str, &str, &str),
-    cons_info: &Value,
+    (cons_info, sources, src_cols): (&Value, &[String], &[Vec<String>]),
     (rows_original, rows_output, matched): (u64, u64, u64),
     target: &str,
     backend: &dyn SqlBackend,
@@ -1065,34 +1121,32 @@ fn merge_stats(
         &format!("SELECT __dm_src, count(*) FROM {e} e WHERE {unmatched_where} GROUP BY 1"),
     )?);
 
-    // The unmatched vendor rows themselves, with the source's name.
-    let cons_cols = columns_with_types(backend, cons)?;
-    let source_col = if cons_cols
+    // The unmatched vendor rows themselves, from the source tables, with
+    // the source's name first.
+    let any_source_col = src_cols
         .iter()
-        .any(|(c, _)| c.eq_ignore_ascii_case("source"))
-    {
-        "_source"
-    } else {
-        "source"
-    };
-    let internal: Vec<String> = cons_cols
+        .flatten()
+        .any(|c| c.eq_ignore_ascii_case("source"));
+    let source_col = quote_ident(if any_source_col { "_source" } else { "source" });
+    let per_source: Vec<String> = sources
         .iter()
-        .filter(|(c, _)| is_internal(c))
-        .map(|(c, _)| quote_ident(c))
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "(SELECT {} AS {source_col}, t.* FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {m} m \
+                 WHERE m.__dm_ord = ((CAST({i} AS BIGINT) << {ORD_SHIFT}) | t.rowid)) \
+                 ORDER BY t.rowid)",
+                sql_string(names[i]),
+                quote_ident(t)
+            )
+        })
         .collect();
-    let src_list = names
-        .iter()
-        .map(|n| sql_string(n))
-        .collect::<Vec<_>>()
-        .join(", ");
     let unmatched_staging = staging_name();
     let created = backend.execute(
         &format!(
-            "CREATE TABLE {} AS SELECT [{src_list}][e.__dm_src + 1] AS {}, e.* EXCLUDE ({}) \
-             FROM {e} e WHERE {unmatched_where} ORDER BY e.__dm_ord",
+            "CREATE TABLE {} AS {}",
             quote_ident(&unmatched_staging),
-            quote_ident(source_col),
-            internal.join(", ")
+            per_source.join(" UNION ALL BY NAME ")
         ),
         &[],
         ctx,

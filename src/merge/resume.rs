@@ -215,28 +215,58 @@ impl<'a> StageLog<'a> {
             .and_then(|v| v.as_str().and_then(|s| serde_json::from_str(s).ok())))
     }
 
-    /// Drops consolidated vendor tables no step refers to any more.
+    /// Drops consolidated vendor tables, and vendor files loaded into the
+    /// session, that no step refers to any more.
     pub fn drop_unreferenced_consolidated(&self) -> Result<()> {
-        let rows = self.backend.query(
+        let infos = self.backend.query(
+            &format!("SELECT fingerprint, info FROM {STAGES_TABLE} WHERE stage = 'consolidate'"),
+            &[],
+        )?;
+        let mut keep = std::collections::HashSet::new();
+        for row in infos {
+            if let Some(fp) = row.first().and_then(Value::as_str) {
+                keep.insert(consolidated_table(fp));
+            }
+            let info: Value = row
+                .get(1)
+                .and_then(Value::as_str)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
+            for t in info["sources"].as_array().into_iter().flatten() {
+                if let Some(t) = t.as_str() {
+                    keep.insert(t.to_string());
+                }
+            }
+        }
+        let tables = self.backend.query(
             &format!(
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() \
-                 AND schema_name = 'main' AND starts_with(table_name, '{CONSOLIDATED_PREFIX}') \
-                 AND substr(table_name, {}) NOT IN \
-                 (SELECT fingerprint FROM {STAGES_TABLE} WHERE stage = 'consolidate')",
-                CONSOLIDATED_PREFIX.len() + 1
+                 AND schema_name = 'main' AND (starts_with(table_name, '{CONSOLIDATED_PREFIX}') \
+                 OR starts_with(table_name, '{SOURCE_PREFIX}'))"
             ),
             &[],
         )?;
-        for t in rows.into_iter().filter_map(|r| {
+        for t in tables.into_iter().filter_map(|r| {
             r.into_iter()
                 .next()
                 .and_then(|v| v.as_str().map(String::from))
         }) {
-            log::info!("[MergeEngine] Dropping consolidated vendor table {t} (no step uses it)");
-            crate::backend::drop_quietly(self.backend, &t, self.ctx);
+            if !keep.contains(&t) {
+                log::info!("[MergeEngine] Dropping {t} (no step uses it any more)");
+                crate::backend::drop_quietly(self.backend, &t, self.ctx);
+            }
         }
         Ok(())
     }
+}
+
+/// Prefix of vendor files loaded into the session (named by fingerprint,
+/// shared between steps).
+pub const SOURCE_PREFIX: &str = "_duckmerge_source_";
+
+/// The table a vendor file with this identity fingerprint is loaded into.
+pub fn source_table(fp: &str) -> String {
+    format!("{SOURCE_PREFIX}{fp}")
 }
 
 /// The consolidated vendor table for a fingerprint.
