@@ -57,6 +57,11 @@ pub enum Error {
     #[error("{0}")]
     Arrow(String),
 
+    /// A remote object store (S3, HTTP) refused or failed a transfer; the
+    /// message names the (redacted) URL and never a credential.
+    #[error("{0}")]
+    Remote(String),
+
     /// A file-system operation that failed.
     #[error("{context}: {source}")]
     Io {
@@ -145,6 +150,23 @@ fn is_interrupt(err: &duckdb::Error) -> bool {
     err.to_string().contains("INTERRUPT")
         || err.to_string().contains("Interrupted")
         || err.to_string().contains("interrupted")
+}
+
+impl From<crate::remote::RemoteError> for Error {
+    fn from(e: crate::remote::RemoteError) -> Error {
+        use crate::remote::RemoteError;
+        match e {
+            RemoteError::NotFound { url } => Error::SourceNotFound {
+                what: "remote object".into(),
+                path: PathBuf::from(url),
+            },
+            RemoteError::Options(m) => Error::Config(format!("invalid storage_options: {m}")),
+            RemoteError::Other { message, .. } if message == "cancelled" => {
+                Error::Cancelled("interrupted (Ctrl-C) during a transfer".into())
+            }
+            other => Error::Remote(other.to_string()),
+        }
+    }
 }
 
 /// A driver's config must be a JSON object (a Python dict): serde would

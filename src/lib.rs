@@ -7,6 +7,7 @@ pub mod csv;
 pub mod error;
 pub mod merge;
 pub mod processor;
+pub mod remote;
 pub mod session;
 
 #[cfg(feature = "python")]

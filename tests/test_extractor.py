@@ -48,6 +48,7 @@ VALID_KEYS = [
     "batch_size",
     "chunk_size",
     "discovery",
+    "storage_options",
 ]
 
 

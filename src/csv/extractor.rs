@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::encoding::{transcode_to_utf8, TextEncoding};
-use super::{csv_error, find_ragged_line, resolve_input, Compression};
+use super::{
+    csv_error, fetch_remote, find_ragged_line, name_the_url, resolve_input, Compression, TempFile,
+};
 use crate::arrow::Param;
 use crate::backend::{
     backend_count, check_table_name, drop_quietly, quote_ident, sql_string, staging_name, swap_in,
@@ -102,6 +104,10 @@ pub struct ExtractorConfig {
     /// List the CSV files of a folder instead of loading one.
     #[serde(default)]
     pub discovery: bool,
+    /// Credentials and endpoint for `s3://` paths (over the standard AWS
+    /// environment variables and config files); see `crate::remote`.
+    #[serde(default)]
+    pub storage_options: crate::remote::StorageOptions,
 }
 
 impl ExtractorConfig {
@@ -228,6 +234,9 @@ pub fn sniff_columns(
     if let Some(cols) = cfg.columns.as_ref().filter(|c| !c.is_empty()) {
         return Some(cols.clone());
     }
+    if crate::remote::is_remote(&cfg.path) {
+        return None;
+    }
     let path = resolve_input(&cfg.path, ctx);
     let compression = Compression::resolve(&cfg.compression, &path).ok()?;
     let TextEncoding::Native(encoding) = TextEncoding::parse(&cfg.encoding).ok()? else {
@@ -259,6 +268,20 @@ pub fn run_extract(
     ctx: &dyn StepContext,
 ) -> Result<Value> {
     check_table_name(step_id)?;
+    if crate::remote::is_remote(&cfg.path) {
+        if cfg.discovery {
+            return Err(Error::Config(format!(
+                "Step {step_id}: discovery lists a local folder; {} is remote",
+                crate::remote::redact(&cfg.path)
+            )));
+        }
+        // Downloaded as a stream into the temp folder, then loaded as a file.
+        let copy =
+            fetch_remote(&cfg.path, &cfg.storage_options, ctx).map_err(|e| prefix(step_id, e))?;
+        let mut local = cfg.clone();
+        local.path = copy.0.to_string_lossy().into_owned();
+        return run_extract(step_id, &local, backend, ctx).map_err(|e| name_the_url(e, &cfg.path));
+    }
     let path = resolve_input(&cfg.path, ctx);
     if !path.exists() {
         return Err(Error::SourceNotFound {
@@ -571,15 +594,6 @@ fn prefix(step_id: &str, e: Error) -> Error {
     match e {
         Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),
         other => other,
-    }
-}
-
-/// A temp file removed when dropped.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -219,6 +219,44 @@ fn scan_records(
     }
 }
 
+/// A file removed when dropped (transcoded or downloaded copies).
+pub(crate) struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Downloads a remote source (`s3://`, `http(s)://`) into the step's temp
+/// folder as a stream; Ctrl-C stops it. The copy is removed when dropped.
+pub(crate) fn fetch_remote(
+    url: &str,
+    options: &crate::remote::StorageOptions,
+    ctx: &dyn StepContext,
+) -> Result<TempFile> {
+    let dir = ctx.temp_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating the temp folder {}", dir.display()), e))?;
+    log::info!("Downloading {}", crate::remote::redact(url));
+    let cancelled = || ctx.check_cancel().is_err();
+    Ok(TempFile(crate::remote::download(
+        url, options, &dir, &cancelled,
+    )?))
+}
+
+/// A CSV error about a downloaded copy, told about the URL instead.
+pub(crate) fn name_the_url(err: Error, url: &str) -> Error {
+    match err {
+        Error::Csv { line, message, .. } => Error::Csv {
+            path: PathBuf::from(crate::remote::redact(url)),
+            line,
+            message,
+        },
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

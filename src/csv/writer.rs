@@ -56,6 +56,9 @@ pub struct WriterConfig {
     pub columns: Option<Vec<String>>,
     /// `csv` or `parquet`; default from the extension.
     pub format: Option<String>,
+    /// Credentials and endpoint for `s3://` targets; see `crate::remote`.
+    #[serde(default)]
+    pub storage_options: crate::remote::StorageOptions,
 }
 
 impl WriterConfig {
@@ -105,6 +108,31 @@ pub fn run_write(
 ) -> Result<u64> {
     if !backend_relation_exists(backend, table)? {
         return Err(Error::table_not_found(table, Some(step_id)));
+    }
+    if crate::remote::is_remote(&cfg.path) {
+        // Written to a local temp file (same name, so the same format and
+        // compression), then uploaded in parts; a failed upload is aborted
+        // and leaves no object.
+        let name = cfg
+            .path
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("output.csv");
+        let dir = ctx.temp_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating the temp folder {}", dir.display()), e))?;
+        let local = super::TempFile(dir.join(format!("{}-{name}", uuid::Uuid::new_v4().simple())));
+        let mut local_cfg = cfg.clone();
+        local_cfg.path = local.0.to_string_lossy().into_owned();
+        let rows = run_write(step_id, table, &local_cfg, backend, ctx)?;
+        ctx.check_cancel()?;
+        log::info!(
+            "Step {step_id}: uploading to {}",
+            crate::remote::redact(&cfg.path)
+        );
+        crate::remote::upload(&local.0, &cfg.path, &cfg.storage_options)?;
+        return Ok(rows);
     }
     let target = std::path::absolute(&cfg.path)
         .map_err(|e| Error::io(format!("Step {step_id}: resolving {}", cfg.path), e))?;

@@ -161,6 +161,15 @@ fn peek_columns(
     }
 }
 
+/// A file source's `storage_options` (for `s3://` paths).
+fn storage_options(source: &SourceConfig) -> crate::remote::StorageOptions {
+    source
+        .csv_options
+        .get("storage_options")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
 /// Checks every source before any work: tables exist, files exist.
 fn check_sources(
     step_id: &str,
@@ -174,7 +183,12 @@ fn check_sources(
                 return Err(Error::table_not_found(t, Some(step_id)));
             }
         }
-        if let Some(p) = &s.path {
+        if let Some(p) = s.path.as_ref().filter(|p| crate::remote::is_remote(p)) {
+            // A HEAD request: a missing object is a SourceNotFoundError now,
+            // before any work.
+            extractor_config(step_id, s, p)?;
+            crate::remote::head(p, &storage_options(s)).map_err(Error::from)?;
+        } else if let Some(p) = &s.path {
             let path = resolve_input(p, ctx);
             if !path.exists() {
                 return Err(Error::SourceNotFound {

@@ -107,6 +107,18 @@ pub fn source_identity(
 ) -> Result<Value> {
     match (&source.table, &source.path) {
         (Some(t), _) => table_identity(backend, t),
+        (None, Some(p)) if crate::remote::is_remote(p) => {
+            let options: crate::remote::StorageOptions = source
+                .csv_options
+                .get("storage_options")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            // Size, ETag and modification time from a HEAD request.
+            Ok(json!({
+                "remote": crate::remote::head(p, &options)?,
+                "options": source.csv_options,
+            }))
+        }
         (None, Some(p)) => Ok(json!({
             "file": file_identity(&resolve_input(p, ctx)),
             "options": source.csv_options,
@@ -156,11 +168,7 @@ impl<'a> StageLog<'a> {
                 Param::Text(fp.into()),
             ],
         )?;
-        Ok(rows
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.as_str().and_then(|s| serde_json::from_str(s).ok())))
+        Ok(first_info(rows))
     }
 
     /// Forgets `stage` (before rerunning it, so a crash midway can never
@@ -208,11 +216,7 @@ impl<'a> StageLog<'a> {
             ),
             &[Param::Text(fp.into()), Param::Text(consolidated_table(fp))],
         )?;
-        Ok(rows
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.as_str().and_then(|s| serde_json::from_str(s).ok())))
+        Ok(first_info(rows))
     }
 
     /// Drops consolidated vendor tables, and vendor files loaded into the
@@ -267,6 +271,14 @@ pub const SOURCE_PREFIX: &str = "_duckmerge_source_";
 /// The table a vendor file with this identity fingerprint is loaded into.
 pub fn source_table(fp: &str) -> String {
     format!("{SOURCE_PREFIX}{fp}")
+}
+
+/// The `info` JSON of the first row of a stage-log query.
+fn first_info(rows: Vec<Vec<Value>>) -> Option<Value> {
+    rows.into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|v| v.as_str().and_then(|s| serde_json::from_str(s).ok()))
 }
 
 /// The consolidated vendor table for a fingerprint.

@@ -169,7 +169,9 @@ pub fn to_pyerr(err: Error) -> PyErr {
         Error::SessionLocked { .. } => raise(&c.session_locked, message),
         Error::Cancelled(_) => raise(&c.cancelled, message),
         Error::Sql { .. } | Error::HostSql { .. } => raise(&c.sql, message),
-        Error::Closed | Error::Arrow(_) | Error::Io { .. } => raise(&c.base, message),
+        Error::Closed | Error::Arrow(_) | Error::Remote(_) | Error::Io { .. } => {
+            raise(&c.base, message)
+        }
     }
 }
 
