@@ -66,7 +66,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import subprocess
@@ -75,6 +74,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _measure import cpu_seconds, peak_rss_mb, reset_peak_rss, sql_string  # noqa: E402 (benches/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 TABLE = "t"
@@ -109,41 +110,16 @@ CALLS = {
 # --------------------------------------------------------------------------- worker
 
 
-def peak_rss_mb() -> float:
-    """The process's peak resident size (since the last reset, on Linux)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        # VmHWM is the figure clear_refs resets.
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def reset_peak_rss() -> bool:
-    """Start a new peak-RSS window (Linux >= 4.0); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process, all threads (less sensitive than
-    the wall clock to other load on the machine; logged, not in the table)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class Clock:

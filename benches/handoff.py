@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import subprocess
@@ -56,6 +55,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _measure import peak_rss_mb, reset_peak_rss, sql_string  # noqa: E402 (benches/ is on sys.path)
 
 TABLE = "t"
 OPERATIONS = ("to_arrow", "to_pandas", "write_table")
@@ -147,32 +148,10 @@ def make_frame(rows: int, seed: int):
 # --------------------------------------------------------------------------- worker
 
 
-def peak_rss_mb() -> float:
-    """The process's peak resident size (since the last reset, on Linux)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        # VmHWM is the figure clear_refs resets; ru_maxrss may also keep the
-        # high-water mark of threads that exited before the reset.
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def reset_peak_rss() -> bool:
-    """Start a new peak-RSS window (Linux >= 4.0); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def open_duckdb(db_path: str, spec: dict, read_only: bool):

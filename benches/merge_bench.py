@@ -72,7 +72,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import subprocess
@@ -81,6 +80,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _measure import cpu_seconds, peak_rss_mb, sql_string  # noqa: E402 (benches/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 SIDES = ("ours", "old")
@@ -98,27 +99,10 @@ PHONE_KEY = {"column": "phone", "normalize": "phone", "default_region": "CZ"}
 # --------------------------------------------------------------------------- worker
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident size so far, in MB (whole life, no reset)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process, all threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
-def sql_string(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def quote_ident(name: str) -> str:

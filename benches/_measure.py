@@ -1,0 +1,45 @@
+"""What the benchmark scripts measure in their worker processes: peak
+resident memory and CPU time (Linux /proc first, getrusage elsewhere)."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident size in MB (since the last
+    :func:`reset_peak_rss` on Linux, else over its whole life)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        # VmHWM is the figure clear_refs resets; ru_maxrss may also keep the
+        # high-water mark of threads that exited before a reset.
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux >= 4.0); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads (less sensitive
+    than the wall clock to other load on the machine)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
