@@ -3,7 +3,7 @@
 # .venv, then runs rustfmt, clippy, the Rust unit tests, builds the module
 # and runs pytest against it, then builds the wheel and runs pytest against
 # it installed in a fresh virtualenv. DuckDB's C++ is compiled once per target
-# directory (~15 min on 2 cores); set CARGO_TARGET_DIR to reuse one.
+# directory (~30 min on 2 cores); set CARGO_TARGET_DIR to reuse one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
