@@ -702,6 +702,17 @@ fn consolidate(
 
 /// Bits of `__dm_ord` (source and row); a strategy's rank goes above them.
 const ORD_BITS: u32 = ORD_SHIFT + 6;
+/// Rows per slice of the value-picking aggregate (contributing vendor rows)
+/// and of the value fetch (original rows): what one statement holds at
+/// once. `DUCKMERGE_MERGE_SLICE_ROWS` overrides it (tests use tiny slices).
+fn slice_rows() -> u64 {
+    std::env::var("DUCKMERGE_MERGE_SLICE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &u64| *n > 0)
+        .unwrap_or(2_000_000)
+}
+
 /// Ranks are capped to what fits above `ORD_BITS` in a BIGINT.
 const RANK_CAP: i64 = 65_535;
 
@@ -903,13 +914,31 @@ fn match_merge(
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL BY NAME ");
-        run(format!(
-            "CREATE TABLE {a} AS WITH c AS (SELECT m.__dm_o_row, m.__dm_j, e.__dm_src, \
-               e.__dm_ord{field_cols}{extra_sql} FROM {m} m JOIN ({vendor_rows}) e \
-               ON e.__dm_ord = m.__dm_ord) \
-             SELECT __dm_o_row, {} FROM c GROUP BY __dm_o_row",
-            aggs.join(", ")
-        ))?;
+        // In slices of the original's rows, so one aggregate never holds
+        // more than about `slice_rows()` contributing rows (10M originals
+        // would not fit in a 500MB memory_limit at once).
+        let contributing = backend_count(backend, &m_table)?;
+        let slice_size = slice_rows();
+        let slices = contributing.div_ceil(slice_size).max(1);
+        for slice in 0..slices {
+            let m_slice = if slices == 1 {
+                m.clone()
+            } else {
+                format!("(SELECT * FROM {m} WHERE __dm_o_row % {slices} = {slice})")
+            };
+            let body = format!(
+                "WITH c AS (SELECT m.__dm_o_row, m.__dm_j, e.__dm_src, \
+                   e.__dm_ord{field_cols}{extra_sql} FROM {m_slice} m JOIN ({vendor_rows}) e \
+                   ON e.__dm_ord = m.__dm_ord) \
+                 SELECT __dm_o_row, {} FROM c GROUP BY __dm_o_row",
+                aggs.join(", ")
+            );
+            if slice == 0 {
+                run(format!("CREATE TABLE {a} AS {body}"))?;
+            } else {
+                run(format!("INSERT INTO {a} {body}"))?;
+            }
+        }
         let matched = backend_count(backend, &a_table)?;
         let rate = if rows_original == 0 {
             0.0
@@ -931,6 +960,7 @@ fn match_merge(
              FROM (SELECT rowid AS __dm_r FROM {orig}) o \
              LEFT JOIN {a} a ON a.__dm_o_row = o.__dm_r ORDER BY o.__dm_r"
         ))?;
+        let value_slices = rows_original.div_ceil(slice_size).max(1);
         for (i, (f, t)) in plan.fields.iter().zip(&value_tables).enumerate() {
             // This field's values in every source that has it.
             let values = sources
@@ -949,11 +979,20 @@ fn match_merge(
                 })
                 .collect::<Vec<_>>()
                 .join(" UNION ALL ");
-            run(format!(
-                "CREATE TABLE {} AS SELECT e.__dm_v FROM {p} p \
-                 LEFT JOIN ({values}) e ON e.__dm_ord = p.__dm_pick{i} ORDER BY p.__dm_r",
-                quote_ident(t)
-            ))?;
+            // In slices of the original's rows (in order), so the join's
+            // build side and the sort stay small whatever the row count.
+            for slice in 0..value_slices {
+                let (lo, hi) = (slice * slice_size, (slice + 1) * slice_size);
+                let body = format!(
+                    "SELECT e.__dm_v FROM (SELECT * FROM {p} WHERE rowid >= {lo} AND rowid < {hi}) p \
+                     LEFT JOIN ({values}) e ON e.__dm_ord = p.__dm_pick{i} ORDER BY p.__dm_r"
+                );
+                if slice == 0 {
+                    run(format!("CREATE TABLE {} AS {body}", quote_ident(t)))?;
+                } else {
+                    run(format!("INSERT INTO {} {body}", quote_ident(t)))?;
+                }
+            }
         }
 
         // The output: the original's columns, then the fields, then provenance.
