@@ -1168,46 +1168,71 @@ fn merge_stats(
             names.len()
         ),
     )?);
-    let unmatched_where = format!("NOT EXISTS (SELECT 1 FROM {m} m WHERE m.__dm_ord = e.__dm_ord)");
-    let unmatched = by_source(count_by(
-        backend,
-        &format!("SELECT __dm_src, count(*) FROM {e} e WHERE {unmatched_where} GROUP BY 1"),
-    )?);
-
-    // The unmatched vendor rows themselves, from the source tables, with
-    // the source's name first.
-    let any_source_col = src_cols
-        .iter()
-        .flatten()
-        .any(|c| c.eq_ignore_ascii_case("source"));
-    let source_col = quote_ident(if any_source_col { "_source" } else { "source" });
-    let per_source: Vec<String> = sources
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "(SELECT {} AS {source_col}, t.* FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {m} m \
-                 WHERE m.__dm_ord = ((CAST({i} AS BIGINT) << {ORD_SHIFT}) | t.rowid)) \
-                 ORDER BY t.rowid)",
-                sql_string(names[i]),
-                quote_ident(t)
-            )
-        })
-        .collect();
-    let unmatched_staging = staging_name();
-    let created = backend.execute(
+    // Vendor rows that contributed to no original row: their `__dm_ord`s,
+    // found by one aggregation over both lists (fixed-size states, spills)
+    // rather than an anti-join holding every contributing row in memory.
+    let unmatched_ords = staging_name();
+    let u = quote_ident(&unmatched_ords);
+    backend.execute(
         &format!(
-            "CREATE TABLE {} AS {}",
-            quote_ident(&unmatched_staging),
-            per_source.join(" UNION ALL BY NAME ")
+            "CREATE TABLE {u} AS SELECT __dm_ord FROM (SELECT __dm_ord, 0 AS used FROM {e} \
+             UNION ALL SELECT __dm_ord, 1 AS used FROM {m}) GROUP BY __dm_ord \
+             HAVING max(used) = 0"
         ),
         &[],
         ctx,
-    );
-    if let Err(err) = created {
-        drop_quietly(backend, &unmatched_staging, ctx);
-        return Err(err);
-    }
+    )?;
+    let built = (|| -> Result<(Map<String, Value>, String)> {
+        let unmatched = by_source(count_by(
+            backend,
+            &format!("SELECT __dm_ord >> {ORD_SHIFT}, count(*) FROM {u} GROUP BY 1"),
+        )?);
+
+        // The rows themselves, from the source tables, the source's name
+        // first; one source at a time, each in its row order.
+        let any_source_col = src_cols
+            .iter()
+            .flatten()
+            .any(|c| c.eq_ignore_ascii_case("source"));
+        let source_col = quote_ident(if any_source_col { "_source" } else { "source" });
+        let select = |i: usize, t: &str, rows: &str| {
+            format!(
+                "SELECT {} AS {source_col}, t.* FROM {} t {rows}",
+                sql_string(names[i]),
+                quote_ident(t)
+            )
+        };
+        let staging = staging_name();
+        let s = quote_ident(&staging);
+        let schema = sources
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("({})", select(i, t, "LIMIT 0")))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL BY NAME ");
+        let mut statements = vec![format!("CREATE TABLE {s} AS {schema}")];
+        for (i, t) in sources.iter().enumerate() {
+            statements.push(format!(
+                "INSERT INTO {s} BY NAME {} ORDER BY t.rowid",
+                select(
+                    i,
+                    t,
+                    &format!(
+                        "JOIN {u} x ON x.__dm_ord = ((CAST({i} AS BIGINT) << {ORD_SHIFT}) | t.rowid)"
+                    )
+                )
+            ));
+        }
+        for sql in &statements {
+            if let Err(err) = backend.execute(sql, &[], ctx) {
+                drop_quietly(backend, &staging, ctx);
+                return Err(err);
+            }
+        }
+        Ok((unmatched, staging))
+    })();
+    drop_quietly(backend, &unmatched_ords, ctx);
+    let (unmatched, unmatched_staging) = built?;
     swap_in(
         backend,
         &unmatched_staging,
