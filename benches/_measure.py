@@ -43,3 +43,24 @@ def cpu_seconds() -> float:
 def sql_string(value: str) -> str:
     """A SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def spawn_worker(script: str, spec: dict, timeout: float) -> dict:
+    """Run ``script --worker <spec as JSON>`` in a fresh interpreter (so each
+    measurement starts from an empty process); its last stdout line is JSON.
+    A failure or timeout comes back as ``{"error": ...}``."""
+    import json
+    import os
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        return {"error": f"exit status {proc.returncode}\n{tail}"}
+    result: dict = json.loads(lines[-1])
+    return result

@@ -45,18 +45,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _measure import peak_rss_mb, reset_peak_rss, sql_string  # noqa: E402 (benches/ is on sys.path)
+from _measure import peak_rss_mb, reset_peak_rss, spawn_worker, sql_string  # noqa: E402 (benches/ is on sys.path)
 
 TABLE = "t"
 OPERATIONS = ("to_arrow", "to_pandas", "write_table")
@@ -287,16 +285,7 @@ class Measurement:
 
 def spawn(spec: dict, timeout: float) -> dict:
     """Run one operation in a fresh interpreter; its last stdout line is JSON."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        return {"error": f"exit status {proc.returncode}\n{tail}"}
-    return json.loads(lines[-1])
+    return spawn_worker(__file__, spec, timeout)
 
 
 def warm_page_cache(path: Path) -> None:
