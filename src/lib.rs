@@ -5,6 +5,7 @@ pub mod arrow;
 pub mod backend;
 pub mod csv;
 pub mod error;
+pub mod memory;
 pub mod merge;
 pub mod processor;
 pub mod remote;
