@@ -319,17 +319,19 @@ impl FastRegion {
             return None;
         }
         let d = meta.descriptors();
+        // `is_valid` asks whether *any* type matches, so the order is free:
+        // the common types first, so most numbers stop after one or two.
         let types = [
-            d.premium_rate(),
-            d.toll_free(),
-            d.shared_cost(),
+            d.mobile(),
+            d.fixed_line(),
             d.voip(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
             d.personal_number(),
             d.pager(),
             d.uan(),
             d.voicemail(),
-            d.fixed_line(),
-            d.mobile(),
         ]
         .into_iter()
         .flatten()
@@ -351,6 +353,27 @@ impl FastRegion {
 static FAST_REGIONS: std::sync::LazyLock<
     std::sync::RwLock<std::collections::HashMap<u16, Option<std::sync::Arc<FastRegion>>>>,
 > = std::sync::LazyLock::new(Default::default);
+
+thread_local! {
+    /// This thread's view of [`FAST_REGIONS`]: no lock and no shared
+    /// reference count touched per number (two threads bumping one `Arc`'s
+    /// count per call fight over its cache line).
+    static LOCAL_FAST_REGIONS: std::cell::RefCell<
+        std::collections::HashMap<u16, Option<std::sync::Arc<FastRegion>>>,
+    > = std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Calls `f` with the compiled region of `code` (None: use the library).
+fn with_fast_region<T>(code: u16, f: impl FnOnce(Option<&FastRegion>) -> T) -> T {
+    LOCAL_FAST_REGIONS.with(|cell| {
+        if !cell.borrow().contains_key(&code) {
+            let shared = fast_region(code);
+            cell.borrow_mut().insert(code, shared);
+        }
+        let regions = cell.borrow();
+        f(regions.get(&code).and_then(|r| r.as_deref()))
+    })
+}
 
 fn fast_region(code: u16) -> Option<std::sync::Arc<FastRegion>> {
     if let Some(found) = FAST_REGIONS
@@ -405,17 +428,13 @@ fn fast_e164(compact: &str, default_region: Option<Region>) -> Fast {
     let Some((code, national)) = found else {
         return Fast::AskLibrary;
     };
-    let Some(region) = fast_region(code) else {
-        return Fast::AskLibrary;
-    };
-    if region.is_valid(national) {
-        Fast::Valid(format!("+{code}{national}"))
-    } else if international.is_some() {
-        Fast::Invalid
-    } else {
+    with_fast_region(code, |region| match region {
+        None => Fast::AskLibrary,
+        Some(region) if region.is_valid(national) => Fast::Valid(format!("+{code}{national}")),
+        Some(_) if international.is_some() => Fast::Invalid,
         // National digits may still hold a country code without `+`.
-        Fast::AskLibrary
-    }
+        Some(_) => Fast::AskLibrary,
+    })
 }
 
 /// What a cheap scan of a phone input found.
