@@ -149,7 +149,12 @@ impl Trimmer {
         let (lock, wake) = &*self.stop;
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
         wake.notify_all();
-        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+        let Some(thread) = self.thread.take() else {
+            return 0;
+        };
+        let trims = thread.join().unwrap_or(0);
+        log::debug!("returned freed memory to the OS {trims} time(s)");
+        trims
     }
 }
 

@@ -1,0 +1,77 @@
+"""While a merge runs, freed memory is handed back to the OS (glibc only).
+
+The trimmer (src/memory.rs) starts with every merge unless
+``DUCKMERGE_MALLOC_TRIM=0``; it logs how often it trimmed when the merge
+ends. Trimming must never change a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import duckmerge
+import pyarrow as pa
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="malloc_trim is glibc-only"
+)
+
+TRIM_LOG = "returned freed memory to the OS"
+
+
+def merge(tmp_path: Path, name: str) -> pa.Table:
+    rows = 30_000
+    original = pa.table(
+        {
+            "id": list(range(rows)),
+            "email": [f"User{i}@Example.com " if i % 7 else None for i in range(rows)],
+        }
+    )
+    vendor = pa.table(
+        {
+            "email": [f"user{i % (rows // 2)}@example.com" for i in range(rows)],
+            "city": [f"city {i}" if i % 3 else None for i in range(rows)],
+        }
+    )
+    # A small memory_limit: the test process's RSS is above it plus 20 %, so
+    # the trimmer trims as soon as the merge outlasts its first poll.
+    with duckmerge.Session(tmp_path / name, memory_limit="64MB", threads=2) as s:
+        s.write_table("crm", original)
+        s.write_table("vendor", vendor)
+        duckmerge.MergeDriver().run(
+            step_id="merged",
+            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
+            ctx=s,
+        )
+        return s.table("merged").to_arrow()
+
+
+def trim_records(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if TRIM_LOG in r.getMessage()]
+
+
+def test_trimming_runs_during_a_merge_and_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="duckmerge")
+    monkeypatch.delenv("DUCKMERGE_MALLOC_TRIM", raising=False)
+    trimmed = merge(tmp_path, "on")
+    assert len(trim_records(caplog)) == 1, trim_records(caplog)
+
+    caplog.clear()
+    monkeypatch.setenv("DUCKMERGE_MALLOC_TRIM", "0")
+    untrimmed = merge(tmp_path, "off")
+    assert trim_records(caplog) == []
+
+    assert trimmed.num_rows == 30_000
+    assert trimmed.equals(untrimmed)
+    # Original i has an email unless i % 7 == 0 and matches vendor rows
+    # i and i + 15000 when i < 15000; both have a city unless i % 3 == 0
+    # (15000 is a multiple of 3). Per block of 21 values of i, 12 are
+    # divisible by neither 3 nor 7: 714 blocks below 14994, then 1, 2, 4, 5.
+    cities = trimmed.column("city").to_pylist()
+    assert sum(c is not None for c in cities) == 714 * 12 + 4
+    assert cities[1] == "city 1" and cities[3] is None and cities[7] is None
