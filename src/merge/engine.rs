@@ -927,7 +927,7 @@ fn match_merge(
             .collect::<Vec<_>>()
             .join(" UNION ALL BY NAME ");
         // In slices of the original's rows, so one aggregate never holds
-        // more than about `slice_rows()` contributing rows (10M originals
+        // more than about 2 x `slice_rows()` contributing rows (10M originals
         // would not fit in a 500MB memory_limit at once).
         let contributing = backend_count(backend, &m_table)?;
         let slice_size = slice_rows();
