@@ -10,6 +10,18 @@ from typing import Any
 
 import duckmerge
 
+# A small table for the writer tests; columns deliberately not in
+# alphabetical order (id, note, city) and values with commas, quotes, NULLs
+# and non-ASCII text.
+CONTACTS_SQL = """
+CREATE TABLE contacts AS SELECT * FROM (VALUES
+    (1, 'plain', 'Brno'),
+    (2, 'comma, inside', 'Praha'),
+    (3, 'quote "inside"', NULL),
+    (4, NULL, 'Plzeň')
+) v(id, note, city)
+"""
+
 
 class RecordingCtx:
     """A plain host ctx: ``get_db_connection()`` returns ``con``; every

@@ -38,7 +38,7 @@ from typing import Any
 import duckmerge
 import pyarrow.parquet as pq
 import pytest
-from _drivers_util import table_rows, write_bytes
+from _drivers_util import CONTACTS_SQL, table_rows, write_bytes
 
 boto3 = pytest.importorskip("boto3", reason="boto3 comes with moto[server]")
 pytest.importorskip("moto.server", reason='needs moto\'s server: pip install "moto[server]"')
@@ -49,15 +49,6 @@ REGION = "us-east-1"
 CRM_CSV = "id,email,city\n1,ann@x.cz,Brno\n2,bob@x.cz,\n3,cyd@x.cz,Ostrava\n"
 CRM_ROWS = [(1, "ann@x.cz", "Brno"), (2, "bob@x.cz", None), (3, "cyd@x.cz", "Ostrava")]
 VENDOR_CSV = "email,city,phone\nann@x.cz,Praha,+420601111222\nbob@x.cz,Plzen,\nzed@x.cz,Kolin,\n"
-
-CONTACTS_SQL = """
-CREATE TABLE contacts AS SELECT * FROM (VALUES
-    (1, 'plain', 'Brno'),
-    (2, 'comma, inside', 'Praha'),
-    (3, 'quote "inside"', NULL),
-    (4, NULL, 'Plzeň')
-) v(id, note, city)
-"""
 
 
 @pytest.fixture(autouse=True)

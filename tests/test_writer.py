@@ -11,6 +11,7 @@ import duckmerge
 import pyarrow.parquet as pq
 import pytest
 from _drivers_util import (
+    CONTACTS_SQL,
     RecordingCtx,
     column_types,
     extract,
@@ -18,16 +19,6 @@ from _drivers_util import (
     table_rows,
     write_bytes,
 )
-
-# Columns deliberately not in alphabetical order: id, note, city.
-CONTACTS_SQL = """
-CREATE TABLE contacts AS SELECT * FROM (VALUES
-    (1, 'plain', 'Brno'),
-    (2, 'comma, inside', 'Praha'),
-    (3, 'quote "inside"', NULL),
-    (4, NULL, 'Plzeň')
-) v(id, note, city)
-"""
 
 
 @pytest.fixture

@@ -133,26 +133,25 @@ impl SqlBackend for NativeBackend {
                 .map(|_| ())
                 .map_err(|e| Error::sql("SQL", e));
         }
-        let started = std::time::Instant::now();
-        let result = self.execute_native(sql, ctx);
-        log::debug!(
-            "SQL {:.3}s: {}",
-            started.elapsed().as_secs_f64(),
-            sql.chars().take(160).collect::<String>()
-        );
-        result
+        timed("SQL", sql, || self.execute_native(sql, ctx))
     }
 
     fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
-        let started = std::time::Instant::now();
-        let rows = self.query_rows(sql, params);
-        log::debug!(
-            "query {:.3}s: {}",
-            started.elapsed().as_secs_f64(),
-            sql.chars().take(160).collect::<String>()
-        );
-        rows
+        timed("query", sql, || self.query_rows(sql, params))
     }
+}
+
+/// Runs `run` and logs its time at debug level with the start of `sql`
+/// (`SQL 1.234s: CREATE TABLE …`).
+fn timed<T>(label: &str, sql: &str, run: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = run();
+    log::debug!(
+        "{label} {:.3}s: {}",
+        started.elapsed().as_secs_f64(),
+        sql.chars().take(160).collect::<String>()
+    );
+    out
 }
 
 impl NativeBackend {
