@@ -2,7 +2,7 @@
 //! a host's duckdb-python connection) and the host's ctx hooks.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +21,14 @@ pub trait SqlBackend {
     fn execute(&self, sql: &str, params: &[Param], ctx: &dyn StepContext) -> Result<()>;
     /// Runs a query with a small result (counts, names) and returns its rows.
     fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>>;
+    /// Runs `main` and, beside it, `side`: at the same time on two
+    /// connections where the backend has them (the session's own database),
+    /// else one after the other. The outer error is `main`'s (or Ctrl-C);
+    /// the inner result is `side`'s, which does not run when `main` fails.
+    fn execute_pair(&self, main: &str, side: &str, ctx: &dyn StepContext) -> Result<Result<()>> {
+        self.execute(main, &[], ctx)?;
+        Ok(self.execute(side, &[], ctx))
+    }
     /// One value from a one-row query.
     fn query_value(&self, sql: &str, params: &[Param]) -> Result<Value> {
         Ok(self
@@ -70,6 +78,8 @@ pub struct NativeBackend {
     raw: Arc<Mutex<()>>,
     con: Arc<RawConnection>,
     conn: Mutex<Connection>,
+    /// The second connection of `execute_pair`, with its own lock.
+    side: (Arc<Mutex<()>>, Arc<RawConnection>),
 }
 
 impl NativeBackend {
@@ -78,6 +88,7 @@ impl NativeBackend {
             raw: Arc::new(Mutex::new(())),
             con: Arc::new(db.connect_raw()?),
             conn: Mutex::new(db.connect()?),
+            side: (Arc::new(Mutex::new(())), Arc::new(db.connect_raw()?)),
         })
     }
 }
@@ -89,36 +100,70 @@ impl NativeBackend {
     /// Runs a parameterless batch on the raw connection from a worker thread,
     /// reporting progress and checking for cancellation while it runs.
     fn execute_native(&self, sql: &str, ctx: &dyn StepContext) -> Result<()> {
-        let (tx, rx) = sync_channel(1);
-        let (con, lock, sql) = (self.con.clone(), self.raw.clone(), sql.to_string());
-        std::thread::Builder::new()
-            .name("duckmerge-step".into())
-            .spawn(move || {
-                // One statement at a time on the connection.
-                let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = tx.send(con.execute(&sql).map_err(|m| Error::sql_text("SQL", m)));
-            })
-            .map_err(|e| Error::io("starting the statement thread", e))?;
-        let mut last_report = std::time::Instant::now();
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(result) => return result,
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = ctx.check_cancel() {
-                        self.con.interrupt();
-                        let _ = rx.recv();
-                        return Err(e);
-                    }
-                    if last_report.elapsed() >= PROGRESS_EVERY {
-                        last_report = std::time::Instant::now();
-                        ctx.on_progress(self.con.progress());
-                    }
+        let rx = start_statement(&self.con, &self.raw, sql)?;
+        wait_statement(&self.con, &rx, ctx, true)
+    }
+}
+
+/// Starts `sql` on `con` in a worker thread (one statement at a time per
+/// connection, under `lock`); its result arrives on the returned channel.
+fn start_statement(
+    con: &Arc<RawConnection>,
+    lock: &Arc<Mutex<()>>,
+    sql: &str,
+) -> Result<Receiver<Result<()>>> {
+    let (tx, rx) = sync_channel(1);
+    let (con, lock, sql) = (con.clone(), lock.clone(), sql.to_string());
+    std::thread::Builder::new()
+        .name("duckmerge-step".into())
+        .spawn(move || {
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = tx.send(con.execute(&sql).map_err(|m| Error::sql_text("SQL", m)));
+        })
+        .map_err(|e| Error::io("starting the statement thread", e))?;
+    Ok(rx)
+}
+
+/// Interrupts the statement on `con` until its thread reports back. DuckDB
+/// clears the flag when a statement begins, so an interrupt that comes
+/// before the statement has started is repeated.
+fn interrupt_until_done(con: &RawConnection, rx: &Receiver<Result<()>>) {
+    loop {
+        con.interrupt();
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Err(RecvTimeoutError::Timeout) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Waits for a statement started by `start_statement`, checking for
+/// cancellation (which interrupts it) and, with `report`, passing its
+/// progress to the ctx every 0.5 s.
+fn wait_statement(
+    con: &RawConnection,
+    rx: &Receiver<Result<()>>,
+    ctx: &dyn StepContext,
+    report: bool,
+) -> Result<()> {
+    let mut last_report = std::time::Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(result) => return result,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = ctx.check_cancel() {
+                    interrupt_until_done(con, rx);
+                    return Err(e);
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Arrow(
-                        "the statement thread ended without a result".into(),
-                    ))
+                if report && last_report.elapsed() >= PROGRESS_EVERY {
+                    last_report = std::time::Instant::now();
+                    ctx.on_progress(con.progress());
                 }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::Arrow(
+                    "the statement thread ended without a result".into(),
+                ))
             }
         }
     }
@@ -138,6 +183,25 @@ impl SqlBackend for NativeBackend {
 
     fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
         timed("query", sql, || self.query_rows(sql, params))
+    }
+
+    fn execute_pair(&self, main: &str, side: &str, ctx: &dyn StepContext) -> Result<Result<()>> {
+        let (lock, con) = &self.side;
+        let started = std::time::Instant::now();
+        let side_rx = start_statement(con, lock, side)?;
+        if let Err(e) = timed("SQL", main, || self.execute_native(main, ctx)) {
+            interrupt_until_done(con, &side_rx);
+            return Err(e);
+        }
+        let side_result = wait_statement(con, &side_rx, ctx, false);
+        log::debug!(
+            "SQL beside it {:.3}s: {}",
+            started.elapsed().as_secs_f64(),
+            side.chars().take(160).collect::<String>()
+        );
+        // A Ctrl-C while only `side` ran stops the step, as it would have.
+        ctx.check_cancel()?;
+        Ok(side_result)
     }
 }
 
@@ -197,5 +261,102 @@ pub fn duckdb_value_to_json(v: duckdb::types::Value) -> Value {
             Value::Array(items.into_iter().map(duckdb_value_to_json).collect())
         }
         other => Value::String(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn native() -> NativeBackend {
+        NativeBackend::new(&Database::in_memory().unwrap()).unwrap()
+    }
+
+    fn count(b: &NativeBackend, table: &str) -> Value {
+        b.query_value(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+    }
+
+    #[test]
+    fn execute_pair_runs_both_statements() {
+        let b = native();
+        let side = b
+            .execute_pair(
+                "CREATE TABLE a AS SELECT * FROM range(100000)",
+                "CREATE TABLE b AS SELECT * FROM range(7)",
+                &NullContext,
+            )
+            .unwrap();
+        assert!(side.is_ok());
+        assert_eq!(count(&b, "a"), Value::from(100000));
+        assert_eq!(count(&b, "b"), Value::from(7));
+    }
+
+    #[test]
+    fn a_failing_side_statement_is_the_inner_error_and_main_stands() {
+        let b = native();
+        let side = b
+            .execute_pair(
+                "CREATE TABLE a AS SELECT 1 AS x",
+                "CREATE TABLE b AS SELECT * FROM no_such_table",
+                &NullContext,
+            )
+            .unwrap();
+        let err = side.unwrap_err().to_string();
+        assert!(err.contains("no_such_table"), "{err}");
+        assert_eq!(count(&b, "a"), Value::from(1));
+    }
+
+    #[test]
+    fn a_failing_main_statement_stops_a_long_side_statement() {
+        let b = native();
+        let started = std::time::Instant::now();
+        let err = b
+            .execute_pair(
+                "CREATE TABLE a AS SELECT * FROM no_such_table",
+                "CREATE TABLE b AS SELECT sum(i) FROM range(1000000000000) t(i)",
+                &NullContext,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no_such_table"), "{err}");
+        // Interrupted, not run for the hours a trillion rows take.
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert!(b.query("SELECT * FROM b", &[]).is_err());
+    }
+
+    /// Records statements; fails those containing "fail".
+    struct Recorder(RefCell<Vec<String>>);
+
+    impl SqlBackend for Recorder {
+        fn execute(&self, sql: &str, _: &[Param], _: &dyn StepContext) -> Result<()> {
+            self.0.borrow_mut().push(sql.to_string());
+            if sql.contains("fail") {
+                return Err(Error::Config(format!("{sql} failed")));
+            }
+            Ok(())
+        }
+        fn query(&self, _: &str, _: &[Param]) -> Result<Vec<Vec<Value>>> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn the_default_pair_runs_main_then_side_and_side_only_after_main() {
+        let r = Recorder(RefCell::new(Vec::new()));
+        assert!(r
+            .execute_pair("main", "side", &NullContext)
+            .unwrap()
+            .is_ok());
+        assert!(r
+            .execute_pair("main2", "side fail", &NullContext)
+            .unwrap()
+            .is_err());
+        assert!(r.execute_pair("main fail", "side3", &NullContext).is_err());
+        assert_eq!(
+            *r.0.borrow(),
+            ["main", "side", "main2", "side fail", "main fail"]
+        );
     }
 }

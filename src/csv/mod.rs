@@ -8,7 +8,7 @@ mod writer;
 
 pub use encoding::{transcode_from_utf8, transcode_to_utf8, TextEncoding};
 pub use extractor::{run_extract, sniff_columns, ExtractorConfig};
-pub use writer::{run_write, WriterConfig};
+pub use writer::{run_write, WritePlan, WriterConfig};
 
 use std::path::{Path, PathBuf};
 

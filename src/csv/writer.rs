@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::encoding::{transcode_from_utf8, TextEncoding};
-use super::Compression;
+use super::{Compression, TempFile};
 use crate::backend::{
     backend_columns, backend_count, backend_relation_exists, quote_ident, sql_string, SqlBackend,
     StepContext,
@@ -134,155 +134,218 @@ pub fn run_write(
         crate::remote::upload(&local.0, &cfg.path, &cfg.storage_options)?;
         return Ok(rows);
     }
-    let target = std::path::absolute(&cfg.path)
-        .map_err(|e| Error::io(format!("Step {step_id}: resolving {}", cfg.path), e))?;
-    let format = output_format(cfg, &target, step_id)?;
-    let compression = Compression::from_extension(&target);
-    let newline = match cfg.newline.as_str() {
-        "lf" | "\n" => "\\n",
-        "crlf" | "\r\n" => "\\r\\n",
-        "cr" | "\r" => "\\r",
-        other => {
-            return Err(Error::Config(format!(
-                "Step {step_id}: newline {other:?} is not valid; use \"lf\", \"crlf\" or \"cr\""
-            )))
-        }
-    };
-    let force_quote = match cfg.quoting.as_str() {
-        "minimal" => false,
-        "all" => true,
-        other => {
-            return Err(Error::Config(format!(
-                "Step {step_id}: quoting {other:?} is not valid; use \"minimal\" or \"all\""
-            )))
-        }
-    };
-    let encoding = TextEncoding::parse(&cfg.encoding).map_err(|e| match e {
-        Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),
-        other => other,
-    })?;
-
     let available = backend_columns(backend, table)?;
-    let columns: Vec<String> = match &cfg.columns {
-        Some(cols) => {
-            let missing: Vec<&String> = cols.iter().filter(|c| !available.contains(c)).collect();
-            if !missing.is_empty() {
-                return Err(Error::Config(format!(
-                    "Step {step_id}: columns {missing:?} are not in table \"{table}\" (it has {available:?})"
-                )));
-            }
-            cols.clone()
-        }
-        None if cfg.sort_columns => {
-            let mut cols = available.clone();
-            cols.sort();
-            cols
-        }
-        None => available.clone(),
-    };
-    if columns.is_empty() {
-        return Err(Error::Config(format!(
-            "Step {step_id}: table \"{table}\" has no columns to write"
-        )));
-    }
-
-    let folder = target
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| Error::io(format!("Step {step_id}: creating {}", folder.display()), e))?;
-    let file_name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = TempPath(folder.join(format!(
-        ".{file_name}.{}.tmp",
-        uuid::Uuid::new_v4().simple()
-    )));
-    // Non-UTF-8 CSV is written as UTF-8 first, then transcoded (and compressed) by Rust.
-    let transcode = match (format, encoding) {
-        ("csv", TextEncoding::Transcoded(enc)) => Some(enc),
-        ("csv", TextEncoding::Native("latin-1")) => Some(encoding_rs::WINDOWS_1252),
-        ("csv", TextEncoding::Native("utf-16")) => Some(encoding_rs::UTF_16LE),
-        _ => None,
-    };
-    let utf8_tmp = transcode.map(|_| {
-        TempPath(folder.join(format!(
-            ".{file_name}.{}.utf8.tmp",
-            uuid::Uuid::new_v4().simple()
-        )))
-    });
-    let copy_target = utf8_tmp.as_ref().map(|t| &t.0).unwrap_or(&tmp.0);
-
-    let select = columns
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let options = if format == "parquet" {
-        "FORMAT parquet, COMPRESSION zstd".to_string()
-    } else {
-        let mut o = vec![
-            "FORMAT csv".to_string(),
-            format!("HEADER {}", cfg.header),
-            format!("DELIMITER {}", sql_string(&cfg.delimiter)),
-            format!("NEW_LINE E'{newline}'"),
-        ];
-        if force_quote {
-            o.push("FORCE_QUOTE *".into());
-        }
-        let duck_compression = if transcode.is_some() {
-            Compression::None
-        } else {
-            compression
-        };
-        o.push(format!(
-            "COMPRESSION {}",
-            sql_string(duck_compression.duckdb_name())
-        ));
-        o.join(", ")
-    };
-    let sql = format!(
-        "COPY (SELECT {select} FROM {}) TO {} ({options})",
-        quote_ident(table),
-        sql_string(&copy_target.to_string_lossy())
-    );
-    ctx.log_event(
-        "write_start",
-        json_obj(json!({"step_id": step_id, "table": table, "path": target})),
-    );
+    let plan = WritePlan::new(step_id, cfg, &available, table)?;
+    plan.start_event(table, ctx);
     backend
-        .execute(&sql, &[], ctx)
-        .map_err(|e| e.with_context(format!("Step {step_id}: writing {}", target.display())))?;
-    if let (Some(enc), Some(src)) = (transcode, &utf8_tmp) {
-        transcode_from_utf8(&src.0, enc, &tmp.0, compression).map_err(|e| match e {
-            Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),
-            other => other,
-        })?;
-    }
-    std::fs::rename(&tmp.0, &target).map_err(|e| {
-        Error::io(
-            format!("Step {step_id}: renaming onto {}", target.display()),
-            e,
-        )
-    })?;
+        .execute(&plan.copy_sql(&quote_ident(table)), &[], ctx)
+        .map_err(|e| plan.context(e))?;
     let rows = backend_count(backend, table)?;
-    ctx.log_metric("rows_written", Value::from(rows));
-    ctx.log_event(
-        "write_complete",
-        json_obj(json!({"step_id": step_id, "table": table, "path": target, "rows": rows})),
-    );
-    log::info!(
-        "Step {step_id}: wrote {rows} rows of \"{table}\" to {}",
-        target.display()
-    );
+    plan.finish(table, rows, ctx)?;
     Ok(rows)
 }
 
-/// A temp path removed when dropped (after a successful rename it is gone already).
-struct TempPath(PathBuf);
+/// A local write in two steps: the `COPY` into a temp file beside the target
+/// (`copy_sql`), then `finish`: transcoding if needed and the rename over the
+/// target. The merge runs its `COPY` at the same time as the statement that
+/// creates the table it writes.
+pub struct WritePlan {
+    step_id: String,
+    target: PathBuf,
+    tmp: TempFile,
+    /// Where DuckDB writes UTF-8 when Rust transcodes afterwards.
+    utf8_tmp: Option<TempFile>,
+    transcode: Option<&'static encoding_rs::Encoding>,
+    compression: Compression,
+    select: String,
+    options: String,
+}
 
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+impl WritePlan {
+    /// Checks the config against the columns `table` has (`available`, in
+    /// order) and creates the target's folder. Local paths only.
+    pub fn new(
+        step_id: &str,
+        cfg: &WriterConfig,
+        available: &[String],
+        table: &str,
+    ) -> Result<WritePlan> {
+        let target = std::path::absolute(&cfg.path)
+            .map_err(|e| Error::io(format!("Step {step_id}: resolving {}", cfg.path), e))?;
+        let format = output_format(cfg, &target, step_id)?;
+        let compression = Compression::from_extension(&target);
+        let newline = match cfg.newline.as_str() {
+            "lf" | "\n" => "\\n",
+            "crlf" | "\r\n" => "\\r\\n",
+            "cr" | "\r" => "\\r",
+            other => {
+                return Err(Error::Config(format!(
+                    "Step {step_id}: newline {other:?} is not valid; use \"lf\", \"crlf\" or \"cr\""
+                )))
+            }
+        };
+        let force_quote = match cfg.quoting.as_str() {
+            "minimal" => false,
+            "all" => true,
+            other => {
+                return Err(Error::Config(format!(
+                    "Step {step_id}: quoting {other:?} is not valid; use \"minimal\" or \"all\""
+                )))
+            }
+        };
+        let encoding = TextEncoding::parse(&cfg.encoding).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),
+            other => other,
+        })?;
+
+        let columns: Vec<String> = match &cfg.columns {
+            Some(cols) => {
+                let missing: Vec<&String> =
+                    cols.iter().filter(|c| !available.contains(c)).collect();
+                if !missing.is_empty() {
+                    return Err(Error::Config(format!(
+                        "Step {step_id}: columns {missing:?} are not in table \"{table}\" (it has {available:?})"
+                    )));
+                }
+                cols.clone()
+            }
+            None if cfg.sort_columns => {
+                let mut cols = available.to_vec();
+                cols.sort();
+                cols
+            }
+            None => available.to_vec(),
+        };
+        if columns.is_empty() {
+            return Err(Error::Config(format!(
+                "Step {step_id}: table \"{table}\" has no columns to write"
+            )));
+        }
+
+        let folder = target
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| Error::io(format!("Step {step_id}: creating {}", folder.display()), e))?;
+        let file_name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        let tmp = TempFile(folder.join(format!(
+            ".{file_name}.{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        )));
+        // Non-UTF-8 CSV is written as UTF-8 first, then transcoded (and compressed) by Rust.
+        let transcode = match (format, encoding) {
+            ("csv", TextEncoding::Transcoded(enc)) => Some(enc),
+            ("csv", TextEncoding::Native("latin-1")) => Some(encoding_rs::WINDOWS_1252),
+            ("csv", TextEncoding::Native("utf-16")) => Some(encoding_rs::UTF_16LE),
+            _ => None,
+        };
+        let utf8_tmp = transcode.map(|_| {
+            TempFile(folder.join(format!(
+                ".{file_name}.{}.utf8.tmp",
+                uuid::Uuid::new_v4().simple()
+            )))
+        });
+
+        let select = columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let options = if format == "parquet" {
+            "FORMAT parquet, COMPRESSION zstd".to_string()
+        } else {
+            let mut o = vec![
+                "FORMAT csv".to_string(),
+                format!("HEADER {}", cfg.header),
+                format!("DELIMITER {}", sql_string(&cfg.delimiter)),
+                format!("NEW_LINE E'{newline}'"),
+            ];
+            if force_quote {
+                o.push("FORCE_QUOTE *".into());
+            }
+            let duck_compression = if transcode.is_some() {
+                Compression::None
+            } else {
+                compression
+            };
+            o.push(format!(
+                "COMPRESSION {}",
+                sql_string(duck_compression.duckdb_name())
+            ));
+            o.join(", ")
+        };
+        Ok(WritePlan {
+            step_id: step_id.to_string(),
+            target,
+            tmp,
+            utf8_tmp,
+            transcode,
+            compression,
+            select,
+            options,
+        })
+    }
+
+    /// The `COPY` of the chosen columns of `from` (a quoted table name or a
+    /// parenthesised query) into the temp file.
+    pub fn copy_sql(&self, from: &str) -> String {
+        let into = self.utf8_tmp.as_ref().unwrap_or(&self.tmp);
+        format!(
+            "COPY (SELECT {} FROM {from}) TO {} ({})",
+            self.select,
+            sql_string(&into.0.to_string_lossy()),
+            self.options
+        )
+    }
+
+    /// An error of the `COPY`, naming the step and the target.
+    pub fn context(&self, e: Error) -> Error {
+        e.with_context(format!(
+            "Step {}: writing {}",
+            self.step_id,
+            self.target.display()
+        ))
+    }
+
+    /// The `write_start` event.
+    pub fn start_event(&self, table: &str, ctx: &dyn StepContext) {
+        ctx.log_event(
+            "write_start",
+            json_obj(json!({"step_id": self.step_id, "table": table, "path": self.target})),
+        );
+    }
+
+    /// After the `COPY`: transcodes if needed, renames the temp file over
+    /// the target, and reports `rows` written (metric, event, log line).
+    pub fn finish(self, table: &str, rows: u64, ctx: &dyn StepContext) -> Result<()> {
+        let step_id = &self.step_id;
+        if let (Some(enc), Some(src)) = (self.transcode, &self.utf8_tmp) {
+            transcode_from_utf8(&src.0, enc, &self.tmp.0, self.compression).map_err(
+                |e| match e {
+                    Error::Config(m) => Error::Config(format!("Step {step_id}: {m}")),
+                    other => other,
+                },
+            )?;
+        }
+        std::fs::rename(&self.tmp.0, &self.target).map_err(|e| {
+            Error::io(
+                format!("Step {step_id}: renaming onto {}", self.target.display()),
+                e,
+            )
+        })?;
+        ctx.log_metric("rows_written", Value::from(rows));
+        ctx.log_event(
+            "write_complete",
+            json_obj(
+                json!({"step_id": step_id, "table": table, "path": self.target, "rows": rows}),
+            ),
+        );
+        log::info!(
+            "Step {step_id}: wrote {rows} rows of \"{table}\" to {}",
+            self.target.display()
+        );
+        Ok(())
     }
 }
 

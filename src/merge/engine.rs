@@ -26,7 +26,7 @@ use crate::backend::{
     swap_in, SqlBackend, StepContext,
 };
 use crate::csv::{
-    resolve_input, run_extract, run_write, sniff_columns, ExtractorConfig, WriterConfig,
+    resolve_input, run_extract, run_write, sniff_columns, ExtractorConfig, WritePlan, WriterConfig,
 };
 use crate::error::{Error, Result};
 use crate::session::json_map;
@@ -473,6 +473,27 @@ pub fn run_merge(
         "sources": cfg.enriched.iter().map(|s| json!([s.name, s.priority])).collect::<Vec<_>>(),
         "target": target,
     }));
+    // The export's fingerprint, and whether the file on disk is already the
+    // one it would write (then it is kept).
+    let export = match &cfg.output.path {
+        Some(path) => {
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.into());
+            let fp = fingerprint(&json!({
+                "stage": STAGES[4], "match": fp_match, "path": abs.to_string_lossy(),
+            }));
+            let written = if cfg.resume {
+                log.finished(STAGES[4], &fp)?
+            } else {
+                None
+            };
+            let up_to_date =
+                abs.is_file() && written.is_some_and(|w| w["file"] == file_identity(&abs));
+            let wcfg =
+                WriterConfig::from_json(step_id, json!({"path": path, "sort_columns": false}))?;
+            Some((path.clone(), abs, fp, up_to_date, wcfg))
+        }
+        None => None,
+    };
     let outputs = [
         target.clone(),
         format!("{target}__stats"),
@@ -488,6 +509,7 @@ pub fn run_merge(
             done = None;
         }
     }
+    let mut prewritten: Option<WritePlan> = None;
     let stats = match done {
         Some(stats) => {
             let rows = stats["rows_output"].as_u64().unwrap_or(0);
@@ -501,7 +523,15 @@ pub fn run_merge(
         }
         None => {
             log.invalidate(STAGES[3])?;
-            let stats = match_merge(
+            // A local output file that needs writing is written by the
+            // match stage, from the query that creates the table.
+            let write_beside = export
+                .as_ref()
+                .filter(|(path, _, _, up_to_date, _)| {
+                    !up_to_date && !crate::remote::is_remote(path)
+                })
+                .map(|(_, _, _, _, wcfg)| wcfg);
+            let (stats, plan) = match_merge(
                 step_id,
                 cfg,
                 &plan,
@@ -509,12 +539,13 @@ pub fn run_merge(
                 &cons,
                 (&cons_info, &sources, &src_cols),
                 rows_original,
-                &target,
+                (&target, write_beside),
                 &report,
                 backend,
                 ctx,
             )?;
             log.record(STAGES[3], &fp_match, &stats)?;
+            prewritten = plan;
             stats
         }
     };
@@ -525,25 +556,23 @@ pub fn run_merge(
     let rows_output = stats["rows_output"].as_u64().unwrap_or(0);
 
     // export
-    if let Some(path) = &cfg.output.path {
-        let abs = std::path::absolute(path).unwrap_or_else(|_| path.into());
-        let fp_export = fingerprint(&json!({
-            "stage": STAGES[4], "match": fp_match, "path": abs.to_string_lossy(),
-        }));
-        let written = if cfg.resume {
-            log.finished(STAGES[4], &fp_export)?
-        } else {
-            None
-        };
-        if abs.is_file() && written.is_some_and(|w| w["file"] == file_identity(&abs)) {
+    if let Some((path, abs, fp_export, up_to_date, wcfg)) = &export {
+        if *up_to_date {
             report.skipped(4, rows_output, &format!("{} is up to date", abs.display()));
             skipped.push(STAGES[4].into());
         } else {
             log.invalidate(STAGES[4])?;
-            let wcfg =
-                WriterConfig::from_json(step_id, json!({"path": path, "sort_columns": false}))?;
-            run_write(step_id, &target, &wcfg, backend, ctx)?;
-            log.record(STAGES[4], &fp_export, &json!({"file": file_identity(&abs)}))?;
+            match prewritten.take() {
+                // Written beside the table: only the rename is left.
+                Some(plan) => {
+                    plan.start_event(&target, ctx);
+                    plan.finish(&target, rows_output, ctx)?;
+                }
+                None => {
+                    run_write(step_id, &target, wcfg, backend, ctx)?;
+                }
+            }
+            log.record(STAGES[4], fp_export, &json!({"file": file_identity(abs)}))?;
             report.stage(
                 4,
                 rows_output,
@@ -764,11 +793,11 @@ fn match_merge(
     cons: &str,
     (cons_info, sources, src_cols): (&Value, &[String], &[Vec<String>]),
     rows_original: u64,
-    target: &str,
+    (target, write_beside): (&str, Option<&WriterConfig>),
     report: &Reporter,
     backend: &dyn SqlBackend,
     ctx: &dyn StepContext,
-) -> Result<Value> {
+) -> Result<(Value, Option<WritePlan>)> {
     let (ok_table, m_table, a_table, p_table) = (
         staging_name(),
         staging_name(),
@@ -792,7 +821,7 @@ fn match_merge(
     if !keeps_order {
         backend.execute("SET preserve_insertion_order = true", &[], ctx)?;
     }
-    let result = (|| -> Result<Value> {
+    let result = (|| -> Result<(Value, Option<WritePlan>)> {
         let run = |sql: String| backend.execute(&sql, &[], ctx);
         let (ok, e, m, a, p) = (
             quote_ident(&ok_table),
@@ -1073,19 +1102,44 @@ fn match_merge(
             .map(|(i, t)| format!(" POSITIONAL JOIN {} v{i}", quote_ident(t)))
             .collect();
         let out_staging = staging_name();
-        let created = run(format!(
-            "CREATE TABLE {} AS SELECT {} FROM {orig} o POSITIONAL JOIN {p} p{joins}",
-            quote_ident(&out_staging),
-            select.join(", "),
-        ));
-        if let Err(e) = created {
-            drop_quietly(backend, &out_staging, ctx);
-            return Err(e);
-        }
+        let query = format!(
+            "SELECT {} FROM {orig} o POSITIONAL JOIN {p} p{joins}",
+            select.join(", ")
+        );
+        let create = format!("CREATE TABLE {} AS {query}", quote_ident(&out_staging));
+        // The output file is written from the same query while the table is
+        // created (the session's database runs both at once: this statement
+        // is single-threaded), not read back from the table afterwards. If
+        // that fails, the export stage writes it from the table as usual.
+        let write_plan = write_beside.and_then(|wcfg| {
+            let columns = query_columns(backend, &query)
+                .and_then(|cols| WritePlan::new(step_id, wcfg, &cols, target));
+            columns
+                .map_err(|e| log::debug!("Step {step_id}: the export stage writes the file ({e})"))
+                .ok()
+        });
+        let created = match &write_plan {
+            Some(w) => backend
+                .execute_pair(&create, &w.copy_sql(&format!("({query})")), ctx)
+                .map(|side| {
+                    side.map_err(|e| {
+                        log::debug!("Step {step_id}: the export stage writes the file ({e})")
+                    })
+                    .is_ok()
+                }),
+            None => run(create).map(|()| false),
+        };
+        let write_plan = match created {
+            Ok(written) => write_plan.filter(|_| written),
+            Err(e) => {
+                drop_quietly(backend, &out_staging, ctx);
+                return Err(e);
+            }
+        };
         swap_in(backend, &out_staging, target, ctx)?;
         let rows_output = backend_count(backend, target)?;
 
-        merge_stats(
+        let stats = merge_stats(
             cfg,
             plan,
             (original, &overlapping),
@@ -1095,7 +1149,8 @@ fn match_merge(
             target,
             backend,
             ctx,
-        )
+        )?;
+        Ok((stats, write_plan))
     })();
     for t in &temp {
         drop_quietly(backend, t, ctx);
@@ -1104,6 +1159,15 @@ fn match_merge(
         let _ = backend.execute("SET preserve_insertion_order = false", &[], ctx);
     }
     result.map_err(|e| e.with_context(format!("Step {step_id}, stage match_merge")))
+}
+
+/// The column names a query returns, in order (bound, not run).
+fn query_columns(backend: &dyn SqlBackend, query: &str) -> Result<Vec<String>> {
+    Ok(backend
+        .query(&format!("DESCRIBE {query}"), &[])?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next()?.as_str().map(String::from))
+        .collect())
 }
 
 fn count_by(backend: &dyn SqlBackend, sql: &str) -> Result<Vec<(i64, u64)>> {
