@@ -6,7 +6,8 @@
 //! `memory_limit` during a merge. A [`Trimmer`] watches the RSS on a
 //! background thread (every 100 ms, from `/proc/self/statm`) and calls glibc's
 //! `malloc_trim(0)` when it passes a threshold; on other platforms it does
-//! nothing. On the 1M-row merge benchmark this took peak RSS from ~730 MB to
+//! nothing. Merges and CSV extractions hold a [`TrimGuard`]; jobs running at
+//! once share one trimmer. On the 1M-row merge benchmark this took peak RSS from ~730 MB to
 //! ~670 MB for 5-20 % more time (released pages fault back in); trimming
 //! every second regardless of RSS cost ~20 %. See the README's Performance
 //! section.
@@ -101,6 +102,60 @@ pub fn trim_now() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+/// The process's one shared trimmer and how many jobs hold it (RSS is the
+/// whole process's, so jobs running at once, or an extraction inside a
+/// merge, share one thread).
+static SHARED: Shared = Mutex::new(None);
+
+/// A shared trimmer with the number of jobs holding it.
+type Shared = Mutex<Option<(usize, Trimmer)>>;
+
+/// Keeps the shared [`Trimmer`] running while a job runs; the last guard
+/// dropped stops it (which logs how often it trimmed).
+pub struct TrimGuard(&'static Shared);
+
+impl TrimGuard {
+    /// A guard for the statements about to run on `backend`: the shared
+    /// trimmer is started for its `memory_limit` unless one runs already.
+    /// `None` where [`Trimmer::for_memory_limit`] gives none or the limit
+    /// cannot be read.
+    pub fn for_backend(backend: &dyn crate::backend::SqlBackend) -> Option<TrimGuard> {
+        let limit = || {
+            backend
+                .query_value("SELECT current_setting('memory_limit')", &[])
+                .ok()
+                .and_then(|v| v.as_str().and_then(parse_size))
+        };
+        TrimGuard::acquire(&SHARED, limit)
+    }
+
+    fn acquire(shared: &'static Shared, limit: impl FnOnce() -> Option<u64>) -> Option<TrimGuard> {
+        let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+        match state.as_mut() {
+            Some((holders, _)) => *holders += 1,
+            None => *state = Some((1, Trimmer::for_memory_limit(limit()?)?)),
+        }
+        Some(TrimGuard(shared))
+    }
+}
+
+impl Drop for TrimGuard {
+    fn drop(&mut self) {
+        let last = {
+            let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match state.as_mut() {
+                Some((holders, _)) if *holders > 1 => {
+                    *holders -= 1;
+                    None
+                }
+                _ => state.take(),
+            }
+        };
+        // Stopped outside the lock: joining the thread takes up to a poll.
+        drop(last);
     }
 }
 
@@ -272,6 +327,26 @@ mod tests {
         let trims = trimmer.stop();
         assert_eq!((groups, total, joined), (100_000, 2_000_000, 2_000_000));
         assert!(trims >= 1, "never trimmed");
+    }
+
+    #[test]
+    fn jobs_at_once_share_one_trimmer_until_the_last_ends() {
+        if Trimmer::start(u64::MAX, Duration::from_secs(1)).is_none() {
+            return; // no malloc_trim here
+        }
+        // Its own shared slot: other tests' jobs use the process's one.
+        static SLOT: Shared = Mutex::new(None);
+        let running = || SLOT.lock().unwrap().is_some();
+        let first = TrimGuard::acquire(&SLOT, || Some(1u64 << 40)).unwrap();
+        assert!(running());
+        // The limit is read only to start the trimmer.
+        let second = TrimGuard::acquire(&SLOT, || panic!("the limit is read again")).unwrap();
+        drop(first);
+        assert!(running());
+        drop(second);
+        assert!(!running());
+        assert!(TrimGuard::acquire(&SLOT, || None).is_none());
+        assert!(!running());
     }
 
     #[test]

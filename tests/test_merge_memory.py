@@ -1,8 +1,10 @@
-"""While a merge runs, freed memory is handed back to the OS (glibc only).
+"""While a merge or a CSV extraction runs, freed memory is handed back to
+the OS (glibc only).
 
-The trimmer (src/memory.rs) starts with every merge unless
-``DUCKMERGE_MALLOC_TRIM=0``; it logs how often it trimmed when the merge
-ends. Trimming must never change a result.
+The trimmer (src/memory.rs) starts with every merge and extraction unless
+``DUCKMERGE_MALLOC_TRIM=0``; jobs running at once (an extraction inside a
+merge) share one. It logs how often it trimmed when the last job ends.
+Trimming must never change a result.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+import duckdb
 import duckmerge
 import pyarrow as pa
 import pytest
@@ -75,3 +78,61 @@ def test_trimming_runs_during_a_merge_and_changes_nothing(
     cities = trimmed.column("city").to_pylist()
     assert sum(c is not None for c in cities) == 714 * 12 + 4
     assert cities[1] == "city 1" and cities[3] is None and cities[7] is None
+
+
+def contacts_csv(path: Path, rows: int) -> Path:
+    con = duckdb.connect()
+    con.execute(
+        f"""COPY (SELECT i AS id, 'User' || i || '@Example.com' AS email,
+                         repeat('x', CAST(i % 50 AS INTEGER)) AS note
+                  FROM range({rows}) t(i)) TO '{path}' (HEADER)"""
+    )
+    con.close()
+    return path
+
+
+def extract(tmp_path: Path, name: str, src: Path) -> pa.Table:
+    # memory_limit as in merge(): the trimmer trims from its first poll on.
+    with duckmerge.Session(tmp_path / name, memory_limit="64MB", threads=2) as s:
+        duckmerge.CsvExtractor().run(step_id="contacts", config={"path": str(src)}, ctx=s)
+        return s.table("contacts").to_arrow()
+
+
+def test_trimming_runs_during_an_extraction_and_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = contacts_csv(tmp_path / "contacts.csv", 300_000)
+    caplog.set_level(logging.DEBUG, logger="duckmerge")
+    monkeypatch.delenv("DUCKMERGE_MALLOC_TRIM", raising=False)
+    trimmed = extract(tmp_path, "on", src)
+    assert len(trim_records(caplog)) == 1, trim_records(caplog)
+
+    caplog.clear()
+    monkeypatch.setenv("DUCKMERGE_MALLOC_TRIM", "0")
+    untrimmed = extract(tmp_path, "off", src)
+    assert trim_records(caplog) == []
+
+    assert trimmed.equals(untrimmed)
+    assert trimmed.column("id").to_pylist() == list(range(300_000))
+    assert trimmed.column("note").to_pylist()[49] == "x" * 49
+
+
+def test_a_merge_of_csv_files_shares_one_trimmer_with_its_extractions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crm = contacts_csv(tmp_path / "crm.csv", 20_000)
+    vendor = tmp_path / "vendor.csv"
+    vendor.write_text("email,city\n" + "".join(f"user{i}@example.com,c{i}\n" for i in range(500)))
+    caplog.set_level(logging.DEBUG, logger="duckmerge")
+    monkeypatch.delenv("DUCKMERGE_MALLOC_TRIM", raising=False)
+    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
+        result = duckmerge.MergeDriver().run(
+            step_id="merged",
+            config={"original": {"path": str(crm)}, "enriched": [{"path": str(vendor)}],
+                    "keys": ["email"]},
+            ctx=s,
+        )
+    assert result["stats"]["matched"] == 500
+    # One line for the whole merge: the two extractions inside it started
+    # no trimmer of their own.
+    assert len(trim_records(caplog)) == 1, trim_records(caplog)

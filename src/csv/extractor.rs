@@ -299,6 +299,10 @@ pub fn run_extract(
         )));
     }
     let started = std::time::Instant::now();
+    // As in the merge: freed memory goes back to the OS when RSS passes
+    // memory_limit + 20 % (a large file would otherwise leave it in glibc's
+    // per-thread arenas).
+    let _trimmer = crate::memory::TrimGuard::for_backend(backend);
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     ctx.log_event(
         "extract_start",

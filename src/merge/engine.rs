@@ -317,11 +317,7 @@ pub fn run_merge(
     let started = std::time::Instant::now();
     // Freed memory goes back to the OS when RSS passes memory_limit + 20 %
     // while the merge runs (glibc keeps it in per-thread arenas otherwise).
-    let _trimmer = backend
-        .query_value("SELECT current_setting('memory_limit')", &[])
-        .ok()
-        .and_then(|v| v.as_str().and_then(crate::memory::parse_size))
-        .and_then(crate::memory::Trimmer::for_memory_limit);
+    let _trimmer = crate::memory::TrimGuard::for_backend(backend);
     ctx.log_event(
         "merge_start",
         json_map(json!({"step_id": step_id, "table": target, "resume": cfg.resume})),
