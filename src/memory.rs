@@ -7,10 +7,10 @@
 //! background thread (every 100 ms, from `/proc/self/statm`) and calls glibc's
 //! `malloc_trim(0)` when it passes a threshold; on other platforms it does
 //! nothing. Merges and CSV extractions hold a [`TrimGuard`]; jobs running at
-//! once share one trimmer. On the 1M-row merge benchmark this took peak RSS from ~730 MB to
-//! ~670 MB for 5-20 % more time (released pages fault back in); trimming
-//! every second regardless of RSS cost ~20 %. See the README's Performance
-//! section.
+//! once share one trimmer. On the 1M-row merge benchmark this took peak RSS
+//! from ~730 MB to ~670 MB for 5-20 % more time (released pages fault back
+//! in); trimming every second regardless of RSS cost ~20 %. See the README's
+//! Performance section.
 //!
 //! `DUCKMERGE_MALLOC_TRIM=0` turns it off.
 

@@ -486,7 +486,13 @@ pub fn run_merge(
                 abs.is_file() && written.is_some_and(|w| w["file"] == file_identity(&abs));
             let wcfg =
                 WriterConfig::from_json(step_id, json!({"path": path, "sort_columns": false}))?;
-            Some((path.clone(), abs, fp, up_to_date, wcfg))
+            Some(Export {
+                path: path.clone(),
+                abs,
+                fp,
+                up_to_date,
+                wcfg,
+            })
         }
         None => None,
     };
@@ -523,10 +529,8 @@ pub fn run_merge(
             // match stage, from the query that creates the table.
             let write_beside = export
                 .as_ref()
-                .filter(|(path, _, _, up_to_date, _)| {
-                    !up_to_date && !crate::remote::is_remote(path)
-                })
-                .map(|(_, _, _, _, wcfg)| wcfg);
+                .filter(|x| !x.up_to_date && !crate::remote::is_remote(&x.path))
+                .map(|x| &x.wcfg);
             let (stats, plan) = match_merge(
                 step_id,
                 cfg,
@@ -552,7 +556,14 @@ pub fn run_merge(
     let rows_output = stats["rows_output"].as_u64().unwrap_or(0);
 
     // export
-    if let Some((path, abs, fp_export, up_to_date, wcfg)) = &export {
+    if let Some(Export {
+        path,
+        abs,
+        fp: fp_export,
+        up_to_date,
+        wcfg,
+    }) = &export
+    {
         if *up_to_date {
             report.skipped(4, rows_output, &format!("{} is up to date", abs.display()));
             skipped.push(STAGES[4].into());
@@ -605,6 +616,17 @@ pub fn run_merge(
         stats,
         skipped,
     })
+}
+
+/// The output file of a merge: its path (as given and absolute), the export
+/// stage's fingerprint, whether the file on disk is already what it would
+/// write, and the writer config.
+struct Export {
+    path: String,
+    abs: std::path::PathBuf,
+    fp: String,
+    up_to_date: bool,
+    wcfg: WriterConfig,
 }
 
 /// Stacks every vendor row, with its source, row, order and normalised keys,
@@ -1107,22 +1129,19 @@ fn match_merge(
         // created (the session's database runs both at once: this statement
         // is single-threaded), not read back from the table afterwards. If
         // that fails, the export stage writes it from the table as usual.
+        let not_beside = |e: Error| {
+            log::debug!("Step {step_id}: the export stage writes the file ({e})");
+        };
         let write_plan = write_beside.and_then(|wcfg| {
-            let columns = query_columns(backend, &query)
-                .and_then(|cols| WritePlan::new(step_id, wcfg, &cols, target));
-            columns
-                .map_err(|e| log::debug!("Step {step_id}: the export stage writes the file ({e})"))
+            query_columns(backend, &query)
+                .and_then(|cols| WritePlan::new(step_id, wcfg, &cols, target))
+                .map_err(not_beside)
                 .ok()
         });
         let created = match &write_plan {
             Some(w) => backend
                 .execute_pair(&create, &w.copy_sql(&format!("({query})")), ctx)
-                .map(|side| {
-                    side.map_err(|e| {
-                        log::debug!("Step {step_id}: the export stage writes the file ({e})")
-                    })
-                    .is_ok()
-                }),
+                .map(|side| side.map_err(not_beside).is_ok()),
             None => run(create).map(|()| false),
         };
         let write_plan = match created {
