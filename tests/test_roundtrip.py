@@ -359,3 +359,25 @@ def test_polars_dataframe_reads_arrow_c_stream(small: duckmerge.Session) -> None
     pl = pytest.importorskip("polars")
     df = pl.DataFrame(small.table("small"))
     assert df.rows() == [(1, "a", 0.5), (2, "b", 1.5), (3, "c", None)]
+
+
+def test_arrow_c_stream_honours_a_castable_requested_schema(small: duckmerge.Session) -> None:
+    wanted = pa.schema([("id", pa.string()), ("x", pa.float32())])
+    reader = pa.RecordBatchReader.from_stream(
+        small.sql("select id, x from small order by id"), schema=wanted
+    )
+    assert reader.schema.types == [pa.string(), pa.float32()]
+    assert reader.read_all().to_pydict() == {"id": ["1", "2", "3"], "x": [0.5, 1.5, None]}
+
+
+def test_arrow_c_stream_ignores_a_requested_schema_it_cannot_cast_to(
+    small: duckmerge.Session,
+) -> None:
+    # One column asked for, two produced: the stream keeps its own schema
+    # (allowed by the PyCapsule interface); pyarrow then reports the mismatch.
+    result = small.sql("select id, name from small order by id")
+    capsule = result.__arrow_c_stream__(pa.schema([("id", pa.int64())]).__arrow_c_schema__())
+    out = pa.RecordBatchReader._import_from_c_capsule(capsule).read_all()
+    assert out.schema.names == ["id", "name"]
+    assert out.column("id").to_pylist() == [1, 2, 3]
+

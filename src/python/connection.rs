@@ -1,6 +1,6 @@
 use pyo3::prelude::*;
-use pyo3_arrow::PyRecordBatchReader;
 
+use super::arrow_ffi::{import_stream, BatchReader};
 use super::{extract_params, to_pyerr, wait_interruptibly, IntoPy, PyQueryResult, SharedDb};
 use crate::arrow::{TableLoad, WriteMode};
 use crate::backend::{self, quote_ident};
@@ -24,7 +24,7 @@ impl PyConnection {
 }
 
 /// Any Arrow-exporting object, or a pandas DataFrame (through pyarrow).
-fn arrow_reader(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyRecordBatchReader> {
+fn arrow_reader(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<BatchReader> {
     let module: String = data
         .get_type()
         .getattr("__module__")
@@ -39,10 +39,10 @@ fn arrow_reader(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyRecordBat
         let table = pa
             .getattr("Table")?
             .call_method("from_pandas", (data,), Some(&kwargs))?;
-        return table.extract::<PyRecordBatchReader>();
+        return import_stream(&table);
     }
     if data.hasattr("__arrow_c_stream__")? {
-        return data.extract::<PyRecordBatchReader>();
+        return import_stream(data);
     }
     let type_name = data.get_type().name()?;
     Err(pyo3::exceptions::PyTypeError::new_err(format!(
@@ -62,7 +62,7 @@ pub(crate) fn write_table(
 ) -> PyResult<u64> {
     let mode: WriteMode = mode.parse().py_err()?;
     backend::check_table_name(name).py_err()?;
-    let reader = arrow_reader(py, data)?.into_reader()?;
+    let reader = arrow_reader(py, data)?;
     let schema = reader.schema();
     let mut load = py
         .detach(|| TableLoad::start(db, name, &schema, mode))

@@ -1,5 +1,6 @@
 //! The PyO3 surface: thin classes over the core, one `#[pyclass]` per file.
 
+mod arrow_ffi;
 mod connection;
 mod csv_extractor;
 mod csv_writer;

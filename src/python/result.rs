@@ -1,13 +1,12 @@
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, RecordBatch, StructArray};
-use arrow::datatypes::{Field, SchemaRef};
+use arrow::array::{RecordBatch, RecordBatchIterator};
+use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyList, PyTuple};
-use pyo3_arrow::ffi::{to_stream_pycapsule, ArrayIterator};
-use pyo3_arrow::PyTable;
 
+use super::arrow_ffi::{stream_capsule, ArrowBatches, BatchReader};
 use super::{import_optional, wait_interruptibly, IntoPy, SharedDb};
 use crate::arrow::{Param, QueryStream};
 use crate::error::Error;
@@ -82,7 +81,7 @@ impl PyQueryResult {
     fn pyarrow_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let pa = import_optional(py, "pyarrow", "pyarrow", "to_arrow()")?;
         let (schema, batches) = self.batches(py)?;
-        let table = PyTable::try_new(batches, schema)?;
+        let table = ArrowBatches::new(schema, batches);
         // Not pyarrow.table(): that imports pandas when it is installed (~0.3 s).
         pa.getattr("RecordBatchReader")?
             .call_method1("from_stream", (table,))?
@@ -159,7 +158,7 @@ impl PyQueryResult {
     fn to_polars<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let polars = import_optional(py, "polars", "polars", "to_polars()")?;
         let (schema, batches) = self.batches(py)?;
-        let table = PyTable::try_new(batches, schema)?;
+        let table = ArrowBatches::new(schema, batches);
         polars.call_method1("DataFrame", (table,))
     }
 
@@ -194,11 +193,11 @@ impl PyQueryResult {
         py: Python<'py>,
         requested_schema: Option<Bound<'py, PyCapsule>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
-        let (schema, reader): (
-            SchemaRef,
-            Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>,
-        ) = match &self.materialized {
-            Some((s, b)) => (s.clone(), Box::new(b.clone().into_iter().map(Ok))),
+        let reader: BatchReader = match &self.materialized {
+            Some((s, b)) => Box::new(RecordBatchIterator::new(
+                b.clone().into_iter().map(Ok),
+                s.clone(),
+            )),
             None => {
                 let conn = self.db.connect().py_err()?;
                 let mut stream = QueryStream::start(
@@ -209,17 +208,11 @@ impl PyQueryResult {
                 )
                 .py_err()?;
                 let handle = stream.interrupt_handle();
-                let schema =
-                    wait_interruptibly(py, |t| stream.poll_schema(t), || handle.interrupt())?;
-                let reader = stream.into_reader().py_err()?;
-                (schema, Box::new(reader))
+                wait_interruptibly(py, |t| stream.poll_schema(t), || handle.interrupt())?;
+                Box::new(stream.into_reader().py_err()?)
             }
         };
-        let field = Field::new_struct("", schema.fields().clone(), false)
-            .with_metadata(schema.metadata().clone());
-        let arrays = reader.map(|b| b.map(|b| Arc::new(StructArray::from(b)) as ArrayRef));
-        let array_reader = Box::new(ArrayIterator::new(arrays, Arc::new(field)));
-        Ok(to_stream_pycapsule(py, array_reader, requested_schema)?)
+        stream_capsule(py, reader, requested_schema)
     }
 
     /// The number of rows (a ``count(*)`` over the query unless already read).
