@@ -155,3 +155,26 @@ def test_an_output_folder_that_cannot_be_made_fails_only_the_export(inputs, tmp_
     assert again["skipped_stages"] == STAGES[:4]
     assert good.read_bytes() == reference.read_bytes()
     assert blocker.read_text() == "a file where the output folder should be"
+
+
+def test_match_merge_reports_when_its_tables_and_file_are_done(inputs, tmp_path):
+    """The match_merge progress event marks the end of the stage: by then the
+    output table, its stats and unmatched tables and the temp file written
+    beside it exist, so the time between stage events is each stage's time."""
+    out = tmp_path / "out" / "merged.csv"
+    seen: dict[str, object] = {}
+
+    class Checking(RecordingCtx):
+        def log_event(self, *args, **kwargs):
+            super().log_event(*args, **kwargs)
+            if args[0] == "merge_progress" and kwargs.get("stage") == "match_merge":
+                seen["tables"] = set(self._con.tables())
+                seen["files"] = sorted(p.name for p in out.parent.iterdir())
+
+    with duckmerge.Session(tmp_path / "s") as s:
+        ctx = Checking(s.get_db_connection())
+        duckmerge.MergeDriver().run(step_id="merged", config=config(inputs, out), ctx=ctx)
+    assert {"merged", "merged__stats", "merged__unmatched"} <= seen["tables"]
+    # Written beside the table, not yet renamed: that is the export stage.
+    assert "merged.csv" not in seen["files"] and len(seen["files"]) == 1, seen["files"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["merged.csv"]
