@@ -8,7 +8,7 @@ normalisers, so both ctx kinds produce identical keys.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from duckmerge._duckmerge import _normalize_values
 
@@ -16,7 +16,7 @@ FUNCTION = "duckmerge_normalize"
 
 
 def _arrow_udf(values: Any, specs: Any) -> Any:
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
     vals = values.to_pylist()
     spec_list = specs.to_pylist()
@@ -46,6 +46,7 @@ def register_normalize(con: Any) -> None:
     ).fetchall()[0][0]
     if exists:
         return
+    fn: Callable[..., Any]
     try:
         import pyarrow  # noqa: F401
 

@@ -186,7 +186,8 @@ impl PyQueryResult {
     }
 
     /// Exports the rows through the Arrow C stream interface (PyCapsule).
-    /// Batches are produced as the consumer reads them.
+    /// Batches are produced as the consumer reads them. A `requested_schema`
+    /// is honoured when every column can be cast to it, else ignored.
     #[pyo3(signature = (requested_schema=None))]
     fn __arrow_c_stream__<'py>(
         &self,
