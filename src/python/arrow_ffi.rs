@@ -23,6 +23,14 @@ use pyo3::types::PyCapsule;
 /// A boxed stream of record batches, as the C stream interface carries it.
 pub type BatchReader = Box<dyn RecordBatchReader + Send>;
 
+/// Finished batches as a [`BatchReader`].
+pub fn batches_reader(schema: SchemaRef, batches: Vec<RecordBatch>) -> BatchReader {
+    Box::new(RecordBatchIterator::new(
+        batches.into_iter().map(Ok),
+        schema,
+    ))
+}
+
 const STREAM: &std::ffi::CStr = c"arrow_array_stream";
 const SCHEMA: &std::ffi::CStr = c"arrow_schema";
 
@@ -48,7 +56,8 @@ fn requested(capsule: &Bound<'_, PyCapsule>, have: &Schema) -> PyResult<Option<S
     if !castable || want.fields() == have.fields() {
         return Ok(None);
     }
-    // Column names and metadata stay the producer's; only types change.
+    // Column names and metadata stay the producer's; only types change, and
+    // a cast may turn a value it cannot convert into NULL, hence nullable.
     let fields: Vec<_> = have
         .fields()
         .iter()
@@ -146,7 +155,6 @@ impl ArrowBatches {
             .map_err(|_| PyValueError::new_err("Arrow batches: lock poisoned"))?
             .take()
             .ok_or_else(|| PyValueError::new_err("these Arrow batches were already read"))?;
-        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
-        stream_capsule(py, Box::new(reader), requested_schema)
+        stream_capsule(py, batches_reader(schema, batches), requested_schema)
     }
 }

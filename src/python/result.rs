@@ -1,12 +1,12 @@
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{RecordBatch, RecordBatchIterator};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyList, PyTuple};
 
-use super::arrow_ffi::{stream_capsule, ArrowBatches, BatchReader};
+use super::arrow_ffi::{batches_reader, stream_capsule, ArrowBatches, BatchReader};
 use super::{import_optional, wait_interruptibly, IntoPy, SharedDb};
 use crate::arrow::{Param, QueryStream};
 use crate::error::Error;
@@ -195,10 +195,7 @@ impl PyQueryResult {
         requested_schema: Option<Bound<'py, PyCapsule>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let reader: BatchReader = match &self.materialized {
-            Some((s, b)) => Box::new(RecordBatchIterator::new(
-                b.clone().into_iter().map(Ok),
-                s.clone(),
-            )),
+            Some((s, b)) => batches_reader(s.clone(), b.clone()),
             None => {
                 let conn = self.db.connect().py_err()?;
                 let mut stream = QueryStream::start(
