@@ -145,6 +145,68 @@ pub fn run_write(
     Ok(rows)
 }
 
+/// The name of a temp file beside `file_name`: hidden, and tagged with this
+/// process's id so that [`remove_stale_temps`] can tell it from the temp file
+/// of a writer that was killed before it could remove its own.
+fn temp_name(file_name: &str, suffix: &str) -> String {
+    format!(
+        ".{file_name}.{}-{}.{suffix}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// How long a temp file must have been left untouched before it may be
+/// removed as stale: a live writer keeps writing to its file.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes temp files beside `file_name` (see [`temp_name`]) left by a writer
+/// killed mid-write (SIGKILL, a crash): the writing process no longer runs
+/// and the file was not modified for [`STALE_AFTER`]. Only where `/proc`
+/// tells which processes run (Linux); elsewhere nothing is removed. A failure
+/// to remove one is ignored: it only leaves the file where it was.
+fn remove_stale_temps(folder: &Path, file_name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    let prefix = format!(".{file_name}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if !rest.ends_with(".tmp") {
+            continue;
+        }
+        // `<pid>-<32 hex digits>.tmp` or `<pid>-<32 hex digits>.utf8.tmp`.
+        let Some((pid, tail)) = rest.split_once('-') else {
+            continue;
+        };
+        let uuid_ok = tail.len() >= 32 && tail[..32].bytes().all(|b| b.is_ascii_hexdigit());
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if !uuid_ok || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        if old_enough && std::fs::remove_file(entry.path()).is_ok() {
+            log::info!(
+                "Removed {}, a temp file left by an interrupted write",
+                entry.path().display()
+            );
+        }
+    }
+}
+
 /// A local write in two steps: the `COPY` into a temp file beside the target
 /// (`copy_sql`), then `finish`: transcoding if needed and the rename over the
 /// target. The merge runs its `COPY` at the same time as the statement that
@@ -229,10 +291,8 @@ impl WritePlan {
         std::fs::create_dir_all(&folder)
             .map_err(|e| Error::io(format!("Step {step_id}: creating {}", folder.display()), e))?;
         let file_name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-        let tmp = TempFile(folder.join(format!(
-            ".{file_name}.{}.tmp",
-            uuid::Uuid::new_v4().simple()
-        )));
+        remove_stale_temps(&folder, file_name);
+        let tmp = TempFile(folder.join(temp_name(file_name, "tmp")));
         // Non-UTF-8 CSV is written as UTF-8 first, then transcoded (and compressed) by Rust.
         let transcode = match (format, encoding) {
             ("csv", TextEncoding::Transcoded(enc)) => Some(enc),
@@ -240,12 +300,7 @@ impl WritePlan {
             ("csv", TextEncoding::Native("utf-16")) => Some(encoding_rs::UTF_16LE),
             _ => None,
         };
-        let utf8_tmp = transcode.map(|_| {
-            TempFile(folder.join(format!(
-                ".{file_name}.{}.utf8.tmp",
-                uuid::Uuid::new_v4().simple()
-            )))
-        });
+        let utf8_tmp = transcode.map(|_| TempFile(folder.join(temp_name(file_name, "utf8.tmp"))));
 
         let select = columns
             .iter()
@@ -374,6 +429,43 @@ mod tests {
             b,
             &NullContext,
         )
+    }
+
+    #[test]
+    fn temp_files_of_killed_writers_are_removed_and_others_kept() {
+        let (b, dir) = setup();
+        let hex = "0123456789abcdef0123456789abcdef";
+        let make = |name: &str, age_secs: u64| {
+            let path = dir.path().join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+            f.set_modified(when).unwrap();
+            path
+        };
+        // pid_max is at most 2^22 on Linux: no process has this id.
+        let dead = 999_999_999u32;
+        let me = std::process::id();
+        let stale = make(&format!(".out.csv.{dead}-{hex}.tmp"), 3600);
+        let stale_utf8 = make(&format!(".out.csv.{dead}-{hex}.utf8.tmp"), 3600);
+        let live = make(&format!(".out.csv.{me}-{hex}.tmp"), 3600);
+        let fresh = make(&format!(".out.csv.{dead}-{hex}1.tmp"), 0);
+        let other_target = make(&format!(".other.csv.{dead}-{hex}.tmp"), 3600);
+        let not_ours = make(".out.csv.notes.tmp", 3600);
+        write(&b, json!({"path": dir.path().join("out.csv")})).unwrap();
+        let on_linux = Path::new("/proc/self").exists();
+        assert_eq!(stale.exists(), !on_linux, "a dead writer's temp file");
+        assert_eq!(
+            stale_utf8.exists(),
+            !on_linux,
+            "a dead writer's UTF-8 temp file"
+        );
+        assert!(live.exists(), "a running process's temp file is kept");
+        assert!(fresh.exists(), "a recently written temp file is kept");
+        assert!(other_target.exists(), "another target's temp file is kept");
+        assert!(
+            not_ours.exists(),
+            "a file not named like a temp file is kept"
+        );
     }
 
     #[test]
