@@ -185,7 +185,11 @@ fn remove_stale_temps(folder: &Path, file_name: &str) {
         let Some((pid, tail)) = rest.split_once('-') else {
             continue;
         };
-        let uuid_ok = tail.len() >= 32 && tail[..32].bytes().all(|b| b.is_ascii_hexdigit());
+        // Bytes, not a str slice: a name with other characters must not panic.
+        let uuid_ok = tail
+            .as_bytes()
+            .get(..32)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
         let Ok(pid) = pid.parse::<u32>() else {
             continue;
         };
@@ -451,6 +455,8 @@ mod tests {
         let fresh = make(&format!(".out.csv.{dead}-{hex}1.tmp"), 0);
         let other_target = make(&format!(".other.csv.{dead}-{hex}.tmp"), 3600);
         let not_ours = make(".out.csv.notes.tmp", 3600);
+        // Byte 32 falls inside a character here.
+        let non_ascii = make(&format!(".out.csv.{dead}-a{}.tmp", "é".repeat(20)), 3600);
         write(&b, json!({"path": dir.path().join("out.csv")})).unwrap();
         let on_linux = Path::new("/proc/self").exists();
         assert_eq!(stale.exists(), !on_linux, "a dead writer's temp file");
@@ -466,6 +472,7 @@ mod tests {
             not_ours.exists(),
             "a file not named like a temp file is kept"
         );
+        assert!(non_ascii.exists(), "a name without the hex id is kept");
     }
 
     #[test]
