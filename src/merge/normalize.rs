@@ -251,7 +251,7 @@ thread_local! {
 /// A compact number's E.164 form: the fast path when it decides, else the
 /// library through the thread's cache. Numbers the fast path decides skip
 /// the cache: a lookup (hash, key allocation, eviction) cost more than the
-/// fast path itself (0.62-0.81 s against 0.65-1.06 s for the 720k phones of
+/// fast path itself (0.57-0.81 s against 0.65-1.06 s for the 720k phones of
 /// one 800k-row benchmark vendor file, one thread, runs alternated).
 fn cached_e164(compact: &str, default_region: Option<Region>) -> Option<String> {
     // A `+` number does not depend on the region: share its entry.
