@@ -136,3 +136,77 @@ def test_a_merge_of_csv_files_shares_one_trimmer_with_its_extractions(
     # One line for the whole merge: the two extractions inside it started
     # no trimmer of their own.
     assert len(trim_records(caplog)) == 1, trim_records(caplog)
+
+
+SCRATCH = "_duckmerge_scratch"
+
+
+def test_working_tables_leave_nothing_behind(tmp_path: Path) -> None:
+    """match_merge keeps its working tables in an in-memory database attached
+    as ``_duckmerge_scratch`` (DuckDB spills it to the temp directory past
+    memory_limit). When the merge ends none of them is left, there or in the
+    session's file, and a second merge reuses the attached database."""
+    rows = 150_000
+    note = "n" * 200  # ~30 MB of picked values at a 64MB memory_limit
+    original = pa.table({"id": list(range(rows)), "email": [f"u{i}@x.cz" for i in range(rows)]})
+    vendor = pa.table({
+        "email": [f"U{i}@x.cz " for i in range(rows)],
+        "note": [f"{note}{i}" for i in range(rows)],
+    })
+    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
+        s.write_table("crm", original)
+        s.write_table("vendor", vendor)
+        before = set(s.get_db_connection().tables())
+        result = duckmerge.MergeDriver().run(
+            step_id="merged",
+            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
+            ctx=s,
+        )
+        assert result["stats"]["matched"] == rows
+        notes = s.sql("SELECT note FROM merged").to_arrow().column("note").to_pylist()
+        assert notes == [f"{note}{i}" for i in range(rows)]
+        left = s.sql(
+            "SELECT database_name, table_name FROM duckdb_tables() "
+            "WHERE database_name = ? OR starts_with(table_name, '_duckmerge_staging_')",
+            [SCRATCH],
+        ).fetchall()
+        assert left == []
+        new = set(s.get_db_connection().tables()) - before
+        # The outputs, plus what resume keeps: stage records and the
+        # consolidated vendor keys.
+        assert {t for t in new if not t.startswith("_duckmerge_consolidated_")} == {
+            "merged", "merged__stats", "merged__unmatched", "_duckmerge_stages"
+        }
+        # A second merge in the same session reuses the attached database.
+        duckmerge.MergeDriver().run(
+            step_id="again",
+            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
+            ctx=s,
+        )
+        assert s.sql("SELECT count(*) FROM again").fetchone() == (rows,)
+
+
+def test_working_tables_on_a_duckdb_python_connection(tmp_path: Path) -> None:
+    """On a host's duckdb-python connection the scratch database is attached
+    to the host's database and emptied, and the host's own tables are the
+    only ones left beside the outputs."""
+    con = duckdb.connect(str(tmp_path / "host.duckdb"))
+    con.execute("CREATE TABLE crm AS SELECT i AS id, 'u' || i || '@x.cz' AS email FROM range(1000) t(i)")
+    con.execute("CREATE TABLE vendor AS SELECT 'U' || i || '@x.cz' AS email, 'c' || i AS city "
+                "FROM range(0, 1000, 2) t(i)")
+
+    class Host:
+        def get_db_connection(self):
+            return con
+
+    result = duckmerge.MergeDriver().run(
+        step_id="merged",
+        config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
+        ctx=Host(),
+    )
+    assert result["stats"]["matched"] == 500
+    assert con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ?", [SCRATCH]
+    ).fetchone() == (0,)
+    assert con.execute("SELECT city FROM merged WHERE id = 4").fetchone() == ("c4",)
+    con.close()
