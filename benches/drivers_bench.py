@@ -84,6 +84,10 @@ NEEDED = ("duckmerge", "duckdb", "pandas", "pyarrow")
 #: What each side runs, for the printout.
 CALLS = {
     ("extract", "duckmerge"): 'CsvExtractor().run(step_id="t", config={"path": csv}, ctx=session)',
+    ("extract", "duckmerge-plain"): (
+        'CsvExtractor().run(step_id="t", config={"path": csv, "compress_text": False}, '
+        "ctx=session)"
+    ),
     ("extract", "duckdb"): "CREATE TABLE t AS SELECT * FROM read_csv('<csv>')",
     ("extract", "pandas"): (
         f"for chunk_df in pandas.read_csv(csv, chunksize={PANDAS_CHUNKSIZE}): "
@@ -172,13 +176,16 @@ def run_worker(spec: dict) -> dict:
     op, side = spec["op"], spec["side"]
     measured: dict = {}
 
-    if op in ("extract", "build") and side == "duckmerge":
+    if op in ("extract", "build") and side in ("duckmerge", "duckmerge-plain"):
         import duckmerge
 
         session = open_session(spec["target"], spec)
+        config = {"path": spec["csv"]}
+        if side == "duckmerge-plain":
+            config["compress_text"] = False
         with Clock() as clock:
             out = duckmerge.CsvExtractor().run(
-                step_id=TABLE, config={"path": spec["csv"]}, inputs=None, ctx=session
+                step_id=TABLE, config=config, inputs=None, ctx=session
             )
         # After the clock: fetchall() imports pyarrow, which would raise the baseline.
         settings = session.sql(
@@ -191,6 +198,7 @@ def run_worker(spec: dict) -> dict:
             rows=out["rows"],
             close_seconds=time.perf_counter() - started,
             settings=list(settings),
+            db_bytes=(Path(spec["target"]) / "pipeline_data.duckdb").stat().st_size,
         )
 
     elif op == "extract" and side == "duckmerge-sql":
@@ -212,7 +220,12 @@ def run_worker(spec: dict) -> dict:
         got = count_rows(con)
         started = time.perf_counter()
         con.close()
-        measured.update(clock.numbers(), rows=got, close_seconds=time.perf_counter() - started)
+        measured.update(
+            clock.numbers(),
+            rows=got,
+            close_seconds=time.perf_counter() - started,
+            db_bytes=(Path(spec["target"]) / "peer.duckdb").stat().st_size,
+        )
 
     elif op == "extract" and side == "pandas":
         import pandas as pd
@@ -539,6 +552,8 @@ def main(argv: list[str]) -> int:
                     details = ["whole process: no peak reset here"]
                 if "close_seconds" in got:
                     details.append(f"close {got['close_seconds']:.2f} s (untimed)")
+                if "db_bytes" in got:
+                    details.append(f"database file {got['db_bytes'] / 1e6:.0f} MB")
                 if "out_bytes" in got:
                     details.append(f"wrote {got['out_bytes'] / 1e6:.1f} MB")
                 if "chunks" in got:
@@ -574,7 +589,7 @@ def main(argv: list[str]) -> int:
         rows = args.rows
         measure(
             "extract",
-            ("duckmerge", "duckdb", "pandas", "duckmerge-sql"),
+            ("duckmerge", "duckdb", "pandas", "duckmerge-sql", "duckmerge-plain"),
             rows,
             extract_spec(rows),
             files[rows],
@@ -650,6 +665,15 @@ def main(argv: list[str]) -> int:
         ),
     ]
     table += [
+        table_row(
+            f"extract {n} with compress_text: false vs duckdb read_csv",
+            r[("extract", "duckmerge-plain", small)],
+            r[("extract", "duckdb", small)],
+            small,
+            small,
+            kind="speed",
+            target=0.9,
+        ),
         table_row(
             f"extract {n} vs the same read_csv via Session.execute",
             r[("extract", "duckmerge", small)],

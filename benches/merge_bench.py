@@ -54,6 +54,7 @@ Usage (from the repository root, with duckmerge built into the environment)::
     python benches/merge_bench.py --rows 100000 --vendor-rows 80000
     python benches/merge_bench.py --rows 10000000 --only ours       # the 10M check
     python benches/merge_bench.py --repeat 3 --markdown             # a README table
+    python benches/merge_bench.py --no-compress-text                # text stored uncompressed
     python benches/merge_bench.py --rows 10000000 --generate-only   # just make the CSVs
 
 Generated files are cached in ``--data-dir`` (default
@@ -111,7 +112,7 @@ def quote_ident(name: str) -> str:
 
 def merge_config(spec: dict) -> dict:
     """The MergeDriver config for ``spec`` (also printed in the report)."""
-    return {
+    config: dict = {
         "original": {"path": spec["original"]},
         "enriched": [
             {"path": path, "name": f"vendor_{index}"} for index, path in enumerate(spec["vendors"])
@@ -119,6 +120,12 @@ def merge_config(spec: dict) -> dict:
         "keys": ["email", dict(PHONE_KEY)],
         "output": {"path": spec["out"]},
     }
+    if not spec.get("compress_text", True):
+        # Text stored uncompressed in the imported tables and the output.
+        for source in [config["original"], *config["enriched"]]:
+            source["compress_text"] = False
+        config["output"]["compress_text"] = False
+    return config
 
 
 def stage_seconds_from_events(events_path: Path) -> dict[str, float]:
@@ -569,6 +576,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--only", choices=SIDES, help="run one contender only")
     parser.add_argument(
+        "--no-compress-text",
+        dest="compress_text",
+        action="store_false",
+        help="ours with compress_text: false on every source and the output (text stored "
+        "uncompressed: faster, a larger session file)",
+    )
+    parser.add_argument(
         "--memory-limit", default="500MB", help="DuckDB memory_limit, both sides (default 500MB)"
     )
     parser.add_argument(
@@ -641,6 +655,7 @@ def main(argv: list[str]) -> int:
                     "run_dir": str(run_dir),
                     "memory_limit": args.memory_limit,
                     "threads": args.threads,
+                    "compress_text": args.compress_text,
                 }
                 warm_page_cache(inputs)
                 flush_disk()
@@ -690,6 +705,8 @@ def main(argv: list[str]) -> int:
             log(f"{side}: output rows differ between runs: {record.output_rows}")
 
     rows = args.rows
+    if not args.compress_text:
+        LABELS["ours"] += " (compress_text: false)"
     table = result_rows(results, rows)
     checks = target_rows(results, rows)
     check_header = ["check", "value", "target", "verdict"]
@@ -729,6 +746,7 @@ def main(argv: list[str]) -> int:
             "original": "crm.csv",
             "vendors": [f"vendor_{i}.csv" for i in range(args.vendors)],
             "out": "out.csv",
+            "compress_text": args.compress_text,
         }
     )
     print(f"  MergeDriver().run(step_id='merged', config={json.dumps(config)}, ctx=Session(...))")

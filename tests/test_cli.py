@@ -254,6 +254,31 @@ def test_version_and_help(tmp_path: Path) -> None:
 # session commands
 
 
+def test_extract_no_compress_text_stores_text_uncompressed(tmp_path: Path) -> None:
+    (tmp_path / "people.csv").write_text(
+        "name,city\n" + "".join(f"n{i % 10},c{i % 3}\n" for i in range(5000))
+    )
+    for flag, table in [(), "packed"], [("--no-compress-text",), "plain"]:
+        r = run_cli("extract", "people.csv", "--session", "s", "--table", table, *flag,
+                    cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    con = duckdb.connect(str(tmp_path / "s" / "pipeline_data.duckdb"))
+    try:
+        storage = {
+            t: {r[0] for r in con.execute(
+                "SELECT compression FROM pragma_storage_info(?) WHERE segment_type = 'VARCHAR'",
+                [t],
+            ).fetchall()}
+            for t in ("packed", "plain")
+        }
+        same = con.execute("SELECT count(*) FROM (FROM packed EXCEPT ALL FROM plain)").fetchone()
+    finally:
+        con.close()
+    assert storage["plain"] == {"Uncompressed"}
+    assert "Uncompressed" not in storage["packed"]
+    assert same == (0,)
+
+
 def test_extract_tables_sql_write_on_a_session_folder(tmp_path: Path) -> None:
     (tmp_path / "people.csv").write_text(
         "name;age;city\nAnn;31;Brno\nBob;x;y;z\nCy;45;Praha\nDan;27;Plzen\n"

@@ -49,6 +49,7 @@ VALID_KEYS = [
     "chunk_size",
     "discovery",
     "storage_options",
+    "compress_text",
 ]
 
 
@@ -704,6 +705,83 @@ def test_ten_megabyte_field(session, tmp_path):
         (1, len(big), "end"),
         (2, 5, "end2"),
     ]
+
+
+# --- compress_text --------------------------------------------------------------------------
+
+
+def varchar_compression(session, table):
+    """{column: set of compression names} for the table's VARCHAR segments
+    (after a checkpoint: before one, small tables are not compressed yet)."""
+    session.get_db_connection().execute("CHECKPOINT")
+    out: dict[str, set[str]] = {}
+    for col, comp in fetch(
+        session,
+        f"SELECT column_name, compression FROM pragma_storage_info('{table}') "
+        "WHERE segment_type = 'VARCHAR'",
+    ):
+        out.setdefault(col, set()).add(comp)
+    return out
+
+
+MIXED = (
+    "id,code,name,joined,score\n"
+    + "".join(
+        f"{i},{i % 7:05d},{'name ' + str(i % 50) if i % 9 else ''},2024-01-{i % 28 + 1:02d},{i / 4}\n"
+        for i in range(3000)
+    )
+)
+
+
+def test_compress_text_false_stores_text_uncompressed_and_loads_the_same_table(
+    session, tmp_path
+):
+    f = write_bytes(tmp_path / "mixed.csv", MIXED)
+    options = {"dtype": {"code": "str"}, "na_values": ["name 3"]}
+    assert extract(session, "packed", f, **options) == {"table": "packed", "rows": 3000}
+    out = extract(session, "plain", f, compress_text=False, **options)
+    assert out == {"table": "plain", "rows": 3000}
+    assert session.table("plain").to_arrow().equals(session.table("packed").to_arrow())
+    plain, packed = varchar_compression(session, "plain"), varchar_compression(session, "packed")
+    assert set(plain) == set(packed) == {"code", "name"}
+    assert all(c == {"Uncompressed"} for c in plain.values()), plain
+    assert all("Uncompressed" not in c for c in packed.values()), packed
+    assert staging_tables(session) == []
+
+
+def test_compress_text_false_with_rejected_lines(session, tmp_path):
+    f = write_bytes(tmp_path / "r.csv", "a,b\n1,x\n2,y,extra\n3,z\n")
+    out = extract(session, "r", f, on_bad_lines="reject", compress_text=False)
+    assert out == {"table": "r", "rows": 2, "rows_skipped": 1}
+    assert table_rows(session, "r") == [(1, "x"), (3, "z")]
+    assert fetch(session, "SELECT line, raw_line FROM r__rejects") == [(3, "2,y,extra")]
+    assert varchar_compression(session, "r") == {"b": {"Uncompressed"}}
+    assert staging_tables(session) == []
+
+
+def test_compress_text_false_with_a_ten_megabyte_field(session, tmp_path):
+    big = "x" * (10 * 1024 * 1024)
+    f = write_bytes(tmp_path / "big.csv", f'id,payload\n1,"{big}"\n2,small\n')
+    assert extract(session, "big", f, compress_text=False) == {"table": "big", "rows": 2}
+    assert fetch(session, "SELECT id, length(payload) FROM big ORDER BY id") == [
+        (1, len(big)),
+        (2, 5),
+    ]
+
+
+def test_compress_text_false_failing_rerun_keeps_the_previous_table(session, tmp_path):
+    good = write_bytes(tmp_path / "good.csv", "a,b\n1,x\n")
+    bad = write_bytes(tmp_path / "bad.csv", "a,b\n1,x\n2,y,extra\n")
+    extract(session, "t", good, compress_text=False)
+    with pytest.raises(duckmerge.CsvError):
+        extract(session, "t", bad, compress_text=False)
+    assert table_rows(session, "t") == [(1, "x")]
+    assert staging_tables(session) == []
+
+
+def test_compress_text_must_be_a_bool(session, people_csv):
+    with pytest.raises(duckmerge.ConfigError, match="compress_text|bool"):
+        extract(session, "people", people_csv, compress_text="no")
 
 
 # --- concurrency --------------------------------------------------------------------------

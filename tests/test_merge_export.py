@@ -178,3 +178,54 @@ def test_match_merge_reports_when_its_tables_and_file_are_done(inputs, tmp_path)
     # Written beside the table, not yet renamed: that is the export stage.
     assert "merged.csv" not in seen["files"] and len(seen["files"]) == 1, seen["files"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["merged.csv"]
+
+
+def text_compressions(session, table: str) -> set[str]:
+    session.get_db_connection().execute("CHECKPOINT")
+    return {
+        r[0]
+        for r in session.sql(
+            f"SELECT compression FROM pragma_storage_info('{table}') WHERE segment_type = 'VARCHAR'"
+        ).fetchall()
+    }
+
+
+def test_compress_text_false_stores_text_uncompressed_with_the_same_results(inputs, tmp_path):
+    """``output.compress_text: false`` (and the CsvExtractor option of the same
+    name on file sources) changes only how text is stored: the output table,
+    its file and the stats are the same; a changed setting reruns the stage."""
+    runs = {}
+    for packed in (True, False):
+        out = tmp_path / f"merged-{packed}.csv"
+        cfg = config(inputs, out)
+        if not packed:
+            cfg["output"]["compress_text"] = False
+            cfg["original"]["compress_text"] = False
+        with duckmerge.Session(tmp_path / f"s-{packed}") as s:
+            result = duckmerge.MergeDriver().run(step_id="merged", config=cfg, ctx=s)
+            runs[packed] = {
+                "table": s.table("merged").to_arrow(),
+                "file": content(out),
+                "stats": result["stats"],
+                "output": text_compressions(s, "merged"),
+                "original": text_compressions(s, "merged__original"),
+            }
+            if not packed:
+                cfg["output"]["compress_text"] = True
+                again = duckmerge.MergeDriver().run(step_id="merged", config=cfg, ctx=s)
+                assert again["skipped_stages"] == STAGES[:3]
+                assert "Uncompressed" not in text_compressions(s, "merged")
+    assert runs[False]["table"].equals(runs[True]["table"])
+    assert runs[False]["file"] == runs[True]["file"]
+    assert runs[False]["stats"] == runs[True]["stats"]
+    assert runs[False]["output"] == {"Uncompressed"}
+    assert runs[False]["original"] == {"Uncompressed"}
+    assert "Uncompressed" not in runs[True]["output"]
+    assert "Uncompressed" not in runs[True]["original"]
+
+
+def test_output_compress_text_must_be_a_bool(inputs, tmp_path):
+    cfg = config(inputs, tmp_path / "m.csv")
+    cfg["output"]["compress_text"] = "yes"
+    with duckmerge.Session(tmp_path / "s") as s, pytest.raises(duckmerge.ConfigError):
+        duckmerge.MergeDriver().run(step_id="merged", config=cfg, ctx=s)

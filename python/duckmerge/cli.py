@@ -394,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="error (default): stop at a bad line; skip: drop it; reject: drop it and keep it "
         "in table NAME__rejects",
     )
+    g.add_argument(
+        "--no-compress-text",
+        dest="compress_text",
+        action="store_false",
+        default=None,
+        help="store text columns uncompressed: a faster load, a larger session file",
+    )
     p.set_defaults(func=cmd_extract)
 
     # write ------------------------------------------------------------------
@@ -1066,6 +1073,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         "parse_dates": args.parse_dates,
         "na_values": args.na_values,
         "on_bad_lines": args.on_bad_lines,
+        "compress_text": args.compress_text,
     }
     config.update({k: v for k, v in options.items() if v is not None})
     started = time.monotonic()

@@ -156,6 +156,20 @@ pub fn backend_columns(backend: &dyn SqlBackend, table: &str) -> Result<Vec<Stri
         .collect())
 }
 
+/// The (name, DuckDB type) of each column `query` returns (bound, not run).
+pub fn describe_query(backend: &dyn SqlBackend, query: &str) -> Result<Vec<(String, String)>> {
+    Ok(backend
+        .query(&format!("DESCRIBE {query}"), &[])?
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.first()?.as_str()?.to_string(),
+                r.get(1)?.as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
 /// The row count of a table (any backend).
 pub fn backend_count(backend: &dyn SqlBackend, table: &str) -> Result<u64> {
     let n = backend.query_value(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])?;

@@ -7,7 +7,7 @@ mod extractor;
 mod writer;
 
 pub use encoding::{transcode_from_utf8, transcode_to_utf8, TextEncoding};
-pub use extractor::{run_extract, sniff_columns, ExtractorConfig};
+pub use extractor::{run_extract, sniff_columns, uncompressed_text_table, ExtractorConfig};
 pub use writer::{run_write, WritePlan, WriterConfig};
 
 use std::path::{Path, PathBuf};

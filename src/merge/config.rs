@@ -246,13 +246,28 @@ pub enum OnConflict {
 }
 
 /// Where the merge writes.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
     pub table: Option<String>,
     pub path: Option<String>,
     #[serde(default = "yes")]
     pub provenance: bool,
+    /// `false` stores the output table's text columns uncompressed (faster
+    /// to write, more disk), as the CsvExtractor option of the same name.
+    #[serde(default = "yes")]
+    pub compress_text: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            table: None,
+            path: None,
+            provenance: true,
+            compress_text: true,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -364,11 +379,7 @@ impl MergeConfig {
             field_strategies: raw.field_strategies,
             on_conflict: raw.on_conflict,
             recency_column: raw.recency_column,
-            output: raw.output.unwrap_or(OutputConfig {
-                table: None,
-                path: None,
-                provenance: true,
-            }),
+            output: raw.output.unwrap_or_default(),
             resume: raw.resume,
         })
     }

@@ -22,11 +22,12 @@ use super::resume::{
 };
 use super::udf::FUNCTION;
 use crate::backend::{
-    backend_count, backend_relation_exists, drop_quietly, quote_ident, sql_string, staging_name,
-    swap_in, SqlBackend, StepContext,
+    backend_count, backend_relation_exists, describe_query, drop_quietly, quote_ident, sql_string,
+    staging_name, swap_in, SqlBackend, StepContext,
 };
 use crate::csv::{
-    resolve_input, run_extract, run_write, sniff_columns, ExtractorConfig, WritePlan, WriterConfig,
+    resolve_input, run_extract, run_write, sniff_columns, uncompressed_text_table, ExtractorConfig,
+    WritePlan, WriterConfig,
 };
 use crate::error::{Error, Result};
 use crate::session::json_map;
@@ -457,7 +458,7 @@ pub fn run_merge(
     let plan = plan(step_id, cfg, &orig_cols, &vendor_cols)?;
 
     // match_merge
-    let fp_match = fingerprint(&json!({
+    let mut fp_match_input = json!({
         "stage": STAGES[3],
         "original": fp_original,
         "consolidated": fp_cons,
@@ -470,7 +471,12 @@ pub fn run_merge(
         "provenance": cfg.output.provenance,
         "sources": cfg.enriched.iter().map(|s| json!([s.name, s.priority])).collect::<Vec<_>>(),
         "target": target,
-    }));
+    });
+    if !cfg.output.compress_text {
+        // Only when set, so sessions from before the option keep resuming.
+        fp_match_input["compress_text"] = json!(false);
+    }
+    let fp_match = fingerprint(&fp_match_input);
     // The export's fingerprint, and whether the file on disk is already the
     // one it would write (then it is kept).
     let export = match &cfg.output.path {
@@ -1193,7 +1199,16 @@ fn match_merge(
             "SELECT {} FROM {orig} o POSITIONAL JOIN {p} p{joins}",
             select.join(", ")
         );
-        let create = format!("CREATE TABLE {} AS {query}", quote_ident(&out_staging));
+        let create = if cfg.output.compress_text {
+            format!("CREATE TABLE {} AS {query}", quote_ident(&out_staging))
+        } else {
+            let columns = describe_query(backend, &query)?;
+            let table = quote_ident(&out_staging);
+            format!(
+                "{} INSERT INTO {table} {query};",
+                uncompressed_text_table(&table, &columns)
+            )
+        };
         // The output file is written from the same query while the table is
         // created (the session's database runs both at once: this statement
         // is single-threaded), not read back from the table afterwards. If
@@ -1255,10 +1270,9 @@ fn match_merge(
 
 /// The column names a query returns, in order (bound, not run).
 fn query_columns(backend: &dyn SqlBackend, query: &str) -> Result<Vec<String>> {
-    Ok(backend
-        .query(&format!("DESCRIBE {query}"), &[])?
+    Ok(describe_query(backend, query)?
         .into_iter()
-        .filter_map(|r| r.into_iter().next()?.as_str().map(String::from))
+        .map(|(name, _)| name)
         .collect())
 }
 
