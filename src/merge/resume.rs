@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::config::SourceConfig;
 use crate::arrow::Param;
-use crate::backend::{quote_ident, sql_string, SqlBackend, StepContext};
+use crate::backend::{describe_query, quote_ident, sql_string, SqlBackend, StepContext};
 use crate::csv::resolve_input;
 use crate::error::Result;
 
@@ -61,19 +61,7 @@ pub fn file_identity(path: &Path) -> Value {
 
 /// A relation's columns with their types, in order (tables and views).
 pub fn columns_with_types(backend: &dyn SqlBackend, table: &str) -> Result<Vec<(String, String)>> {
-    let rows = backend.query(
-        &format!("DESCRIBE SELECT * FROM {}", quote_ident(table)),
-        &[],
-    )?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            Some((
-                r.first()?.as_str()?.to_string(),
-                r.get(1)?.as_str()?.to_string(),
-            ))
-        })
-        .collect())
+    describe_query(backend, &format!("SELECT * FROM {}", quote_ident(table)))
 }
 
 /// A table source's identity: its columns, row count and a hash of its
