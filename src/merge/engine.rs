@@ -764,10 +764,10 @@ fn consolidate(
 
 /// The in-memory database the `match_merge` stage keeps its working tables
 /// in (keys, matches, picks, values). They live only while the stage runs:
-/// in memory they are neither compressed nor written to the session's file,
-/// which saved 1.4-2.6 s of the benchmark's 14-17 s stage (measured by
-/// replaying the stage's statements both ways). DuckDB spills them to the
-/// temp directory past `memory_limit`, and a crash leaves nothing behind.
+/// in memory they are neither compressed nor written to the session's file
+/// (the 1M-row benchmark's stage: 16.3-18.1 s against 19.2-20.5 s, three
+/// alternated runs per build). DuckDB spills them to the temp directory
+/// past `memory_limit`, and a crash leaves nothing behind.
 pub const SCRATCH_DB: &str = "_duckmerge_scratch";
 
 /// Attaches `SCRATCH_DB` to the connection's database unless it is there.
