@@ -98,3 +98,28 @@ def test_bad_configs_fail_before_any_work(data):
     with pytest.raises(duckmerge.SourceNotFoundError):
         run(data, enriched=[{"path": "no/such.csv"}])
     assert "merged" not in data.tables()
+
+
+@pytest.mark.parametrize("delimiter", [";", "auto"])
+def test_file_sources_columns_are_checked_before_any_work(session, tmp_path, delimiter):
+    """The merge reads a file source's column names before loading anything
+    (one sniffed row with an explicit delimiter, the full sample with
+    ``auto``): a missing key column fails first, a good config merges."""
+    crm = tmp_path / "crm.csv"
+    crm.write_text("id;email;note\n1;a@x.cz;x, y\n2;b@x.cz;z\n")
+    vendor = tmp_path / "vendor.csv"
+    vendor.write_text("email;title\nA@x.cz ;CEO\n")
+    config = {
+        "original": {"path": str(crm), "delimiter": delimiter},
+        "enriched": [{"path": str(vendor), "delimiter": delimiter}],
+        "keys": ["fax"],
+    }
+    with pytest.raises(duckmerge.ConfigError, match="not in the original"):
+        duckmerge.MergeDriver().run(step_id="merged", config=config, ctx=session)
+    assert session.tables() == []
+    config["keys"] = ["email"]
+    out = duckmerge.MergeDriver().run(step_id="merged", config=config, ctx=session)
+    assert out["rows"] == 2
+    assert session.sql("SELECT id, note, title FROM merged").fetchall() == [
+        (1, "x, y", "CEO"), (2, "z", None)
+    ]
