@@ -210,3 +210,43 @@ def test_working_tables_on_a_duckdb_python_connection(tmp_path: Path) -> None:
     ).fetchone() == (0,)
     assert con.execute("SELECT city FROM merged WHERE id = 4").fetchone() == ("c4",)
     con.close()
+
+
+def test_two_merges_at_once_on_one_session_take_turns(tmp_path: Path) -> None:
+    """Two merges in two threads on one session share the stage log, the
+    vendor tables and the consolidated table, so the second waits for the
+    first (before, one failed with a write-write conflict on them). Both
+    succeed, each gives what it gives alone, and no scratch table is left."""
+    import threading
+
+    rows = 40_000
+    original = pa.table({"id": list(range(rows)), "email": [f"u{i}@x.cz" for i in range(rows)]})
+    vendor = pa.table({
+        "email": [f"U{i}@x.cz" for i in range(0, rows, 2)],
+        "city": [f"c{i}" for i in range(0, rows, 2)],
+    })
+    config = {"original": "crm", "enriched": ["vendor"], "keys": ["email"]}
+    with duckmerge.Session(tmp_path / "s", memory_limit="256MB", threads=2) as s:
+        s.write_table("crm", original)
+        s.write_table("vendor", vendor)
+        results: dict[str, object] = {}
+
+        def run(step: str) -> None:
+            try:
+                results[step] = duckmerge.MergeDriver().run(step_id=step, config=config, ctx=s)
+            except Exception as e:  # noqa: BLE001 (asserted below)
+                results[step] = e
+
+        threads = [threading.Thread(target=run, args=(f"m{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        for step in ("m0", "m1"):
+            assert isinstance(results[step], dict), results[step]
+            assert results[step]["stats"]["matched"] == rows // 2
+            cities = s.sql(f"SELECT city FROM {step}").to_arrow().column("city").to_pylist()
+            assert cities == [f"c{i}" if i % 2 == 0 else None for i in range(rows)]
+        assert s.sql(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ?", [SCRATCH]
+        ).fetchone() == (0,)

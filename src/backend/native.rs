@@ -1,7 +1,7 @@
 //! The embedded DuckDB database a session owns.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use duckdb::Connection;
 
@@ -13,6 +13,9 @@ use crate::session::Settings;
 /// (`connect()`), so threads never share a `duckdb::Connection`.
 pub struct Database {
     path: PathBuf,
+    /// Held by a merge for its whole run: merges share tables (the stage log,
+    /// vendor and consolidated tables), so two on one database take turns.
+    merge_lock: Arc<Mutex<()>>,
     // Dropped before `raw` (field order): connections first, then the handle.
     primary: Mutex<Option<Connection>>,
     raw: Mutex<Option<RawDatabase>>,
@@ -59,6 +62,7 @@ impl Database {
             .map_err(|e| Error::sql("registering duckmerge_normalize", e))?;
         Ok(Database {
             path: path.to_path_buf(),
+            merge_lock: Arc::new(Mutex::new(())),
             primary: Mutex::new(Some(conn)),
             raw: Mutex::new(Some(raw)),
         })
@@ -74,6 +78,11 @@ impl Database {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The lock a merge holds while it runs (see `SqlBackend::merge_lock`).
+    pub fn merge_lock(&self) -> Arc<Mutex<()>> {
+        self.merge_lock.clone()
     }
 
     /// A new connection to this database, for one caller or thread.

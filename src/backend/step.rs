@@ -29,6 +29,12 @@ pub trait SqlBackend {
         self.execute(main, &[], ctx)?;
         Ok(self.execute(side, &[], ctx))
     }
+    /// The lock a merge on this database holds for its whole run, where the
+    /// backend can share one (the session's own database); None for a host's
+    /// connection.
+    fn merge_lock(&self) -> Option<Arc<Mutex<()>>> {
+        None
+    }
     /// One value from a one-row query.
     fn query_value(&self, sql: &str, params: &[Param]) -> Result<Value> {
         Ok(self
@@ -80,6 +86,7 @@ pub struct NativeBackend {
     conn: Mutex<Connection>,
     /// The second connection of `execute_pair`, with its own lock.
     side: (Arc<Mutex<()>>, Arc<RawConnection>),
+    merge_lock: Arc<Mutex<()>>,
 }
 
 impl NativeBackend {
@@ -89,6 +96,7 @@ impl NativeBackend {
             con: Arc::new(db.connect_raw()?),
             conn: Mutex::new(db.connect()?),
             side: (Arc::new(Mutex::new(())), Arc::new(db.connect_raw()?)),
+            merge_lock: db.merge_lock(),
         })
     }
 }
@@ -183,6 +191,10 @@ impl SqlBackend for NativeBackend {
 
     fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
         timed("query", sql, || self.query_rows(sql, params))
+    }
+
+    fn merge_lock(&self) -> Option<Arc<Mutex<()>>> {
+        Some(self.merge_lock.clone())
     }
 
     fn execute_pair(&self, main: &str, side: &str, ctx: &dyn StepContext) -> Result<Result<()>> {

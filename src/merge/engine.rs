@@ -114,6 +114,32 @@ fn find_ci<'a>(columns: &'a [String], name: &str) -> Option<&'a String> {
         .or_else(|| columns.iter().find(|c| c.eq_ignore_ascii_case(name)))
 }
 
+/// Takes the database's merge lock, waiting (and staying cancellable) while
+/// another merge holds it.
+fn wait_for_turn<'a>(
+    lock: &'a std::sync::Mutex<()>,
+    step_id: &str,
+    ctx: &dyn StepContext,
+) -> Result<std::sync::MutexGuard<'a, ()>> {
+    let mut said = false;
+    loop {
+        match lock.try_lock() {
+            Ok(guard) => return Ok(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if !said {
+                    log::info!(
+                        "[MergeEngine] Step {step_id}: waiting for another merge on this database to finish"
+                    );
+                    said = true;
+                }
+                ctx.check_cancel()?;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 /// Loads a file source into `table_for_file`, or returns the source's table.
 fn import_source(
     step_id: &str,
@@ -316,6 +342,14 @@ pub fn run_merge(
     if let (Some(o), Some(v)) = (&orig_peek, &vendor_peek) {
         plan(step_id, cfg, o, &union_columns(v))?;
     }
+
+    // Merges on one database share tables (the stage log, vendor and
+    // consolidated tables): one at a time, the others wait here.
+    let lock = backend.merge_lock();
+    let _turn = match &lock {
+        Some(lock) => Some(wait_for_turn(lock, step_id, ctx)?),
+        None => None,
+    };
 
     let started = std::time::Instant::now();
     // Freed memory goes back to the OS when RSS passes memory_limit + 20 %
@@ -1530,6 +1564,57 @@ fn store_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ctx that cancels once `cancel` is set.
+    struct Cancellable {
+        cancel: std::sync::atomic::AtomicBool,
+    }
+
+    impl StepContext for Cancellable {
+        fn log_metric(&self, _: &str, _: Value) {}
+        fn log_event(&self, _: &str, _: Map<String, Value>) {}
+        fn base_path(&self) -> Option<std::path::PathBuf> {
+            None
+        }
+        fn check_cancel(&self) -> Result<()> {
+            if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(Error::Cancelled("cancelled".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn a_merge_waits_for_its_turn_and_stays_cancellable() {
+        let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+        let ctx = Cancellable {
+            cancel: false.into(),
+        };
+        // Free: taken at once.
+        drop(wait_for_turn(&lock, "m", &ctx).unwrap());
+        // Held by another merge: waits until it is released.
+        let held = lock.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = std::thread::spawn(move || {
+            let guard = held.lock().unwrap();
+            tx.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(guard);
+        });
+        rx.recv().unwrap();
+        let started = std::time::Instant::now();
+        drop(wait_for_turn(&lock, "m", &ctx).unwrap());
+        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+        other.join().unwrap();
+        // Held, and the caller cancels: Cancelled, not a hang.
+        let _guard = lock.lock().unwrap();
+        ctx.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(
+            wait_for_turn(&lock, "m", &ctx),
+            Err(Error::Cancelled(_))
+        ));
+    }
 
     /// The conflict flag per group, computed by DuckDB from `conflict_state`.
     fn flags(values: &str, column_type: &str) -> Vec<(i64, bool)> {
