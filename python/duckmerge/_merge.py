@@ -432,7 +432,8 @@ def merge(
         output: ``None`` (table only), a file path (``.csv``, ``.csv.gz``,
             ``.parquet``; written atomically, in the table's column order)
             or the driver's output dict (``{"path": ..., "table": ...,
-            "provenance": False}``).
+            "provenance": False, "compress_text": False}``; see the README's
+            MergeDriver config for each key).
         progress: ``False`` (silent); ``True``: a ``tqdm.auto`` bar over the
             five stages when tqdm is installed, else one line per stage on
             stderr; a callable: called with one dict per event,
