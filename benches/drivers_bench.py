@@ -623,7 +623,13 @@ def main(argv: list[str]) -> int:
 
         if args.big_rows:
             big = args.big_rows
-            measure("extract", ("duckmerge", "duckdb"), big, extract_spec(big), files[big])
+            measure(
+                "extract",
+                ("duckmerge", "duckdb", "duckmerge-plain"),
+                big,
+                extract_spec(big),
+                files[big],
+            )
     finally:
         if args.keep:
             log(f"kept {workdir}")
@@ -704,6 +710,24 @@ def main(argv: list[str]) -> int:
                 small,
                 kind="rss",
                 target=1.2,
+            ),
+            table_row(
+                f"extract peak RSS with compress_text: false: {b} vs {n} rows",
+                r[("extract", "duckmerge-plain", big)],
+                r[("extract", "duckmerge-plain", small)],
+                big,
+                small,
+                kind="rss",
+                target=1.2,
+            ),
+            table_row(
+                f"extract {b} with compress_text: false vs duckdb read_csv",
+                r[("extract", "duckmerge-plain", big)],
+                r[("extract", "duckdb", big)],
+                big,
+                big,
+                kind="speed",
+                target=None,
             ),
             table_row(
                 f"extract {b} vs duckdb read_csv",
