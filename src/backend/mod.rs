@@ -123,11 +123,12 @@ pub fn swap_in(
 
 /// Drops a table if it exists, ignoring errors (clean-up after a failure).
 pub fn drop_quietly(backend: &dyn SqlBackend, table: &str, ctx: &dyn StepContext) {
-    let _ = backend.execute(
-        &format!("DROP TABLE IF EXISTS {}", quote_ident(table)),
-        &[],
-        ctx,
-    );
+    drop_quietly_ref(backend, &quote_ident(table), ctx);
+}
+
+/// `drop_quietly` for a table given as a SQL reference (`db.main."t"`).
+pub fn drop_quietly_ref(backend: &dyn SqlBackend, table_ref: &str, ctx: &dyn StepContext) {
+    let _ = backend.execute(&format!("DROP TABLE IF EXISTS {table_ref}"), &[], ctx);
 }
 
 /// True when `name` is a table or view in the main schema (any backend).
@@ -172,7 +173,12 @@ pub fn describe_query(backend: &dyn SqlBackend, query: &str) -> Result<Vec<(Stri
 
 /// The row count of a table (any backend).
 pub fn backend_count(backend: &dyn SqlBackend, table: &str) -> Result<u64> {
-    let n = backend.query_value(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])?;
+    backend_count_ref(backend, &quote_ident(table))
+}
+
+/// `backend_count` for a table given as a SQL reference (`db.main."t"`).
+pub fn backend_count_ref(backend: &dyn SqlBackend, table_ref: &str) -> Result<u64> {
+    let n = backend.query_value(&format!("SELECT count(*) FROM {table_ref}"), &[])?;
     Ok(n.as_u64().unwrap_or(0))
 }
 

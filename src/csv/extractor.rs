@@ -262,14 +262,8 @@ pub fn sniff_columns(
         encoding,
         sample,
     );
-    let rows = backend
-        .query(&format!("DESCRIBE SELECT * FROM {call}"), &[])
-        .ok()?;
-    Some(
-        rows.into_iter()
-            .filter_map(|r| r.into_iter().next()?.as_str().map(String::from))
-            .collect(),
-    )
+    let columns = describe_query(backend, &format!("SELECT * FROM {call}")).ok()?;
+    Some(columns.into_iter().map(|(name, _)| name).collect())
 }
 
 /// Runs the extractor step. Returns `{"table", "rows"}` (plus

@@ -22,8 +22,8 @@ use super::resume::{
 };
 use super::udf::FUNCTION;
 use crate::backend::{
-    backend_count, backend_relation_exists, describe_query, drop_quietly, quote_ident, sql_string,
-    staging_name, swap_in, SqlBackend, StepContext,
+    backend_count, backend_count_ref, backend_relation_exists, describe_query, drop_quietly,
+    drop_quietly_ref, quote_ident, sql_string, staging_name, swap_in, SqlBackend, StepContext,
 };
 use crate::csv::{
     resolve_input, run_extract, run_write, sniff_columns, uncompressed_text_table, ExtractorConfig,
@@ -827,17 +827,6 @@ fn scratch_table() -> String {
     )
 }
 
-/// Rows of a table given as a SQL reference.
-fn count_rows(backend: &dyn SqlBackend, table_ref: &str) -> Result<u64> {
-    let n = backend.query_value(&format!("SELECT count(*) FROM {table_ref}"), &[])?;
-    Ok(n.as_u64().unwrap_or(0))
-}
-
-/// Drops a scratch table, ignoring errors (it may never have been made).
-fn drop_scratch(backend: &dyn SqlBackend, table_ref: &str, ctx: &dyn StepContext) {
-    let _ = backend.execute(&format!("DROP TABLE IF EXISTS {table_ref}"), &[], ctx);
-}
-
 /// Bits of `__dm_ord` (source and row); a strategy's rank goes above them.
 const ORD_BITS: u32 = ORD_SHIFT + 6;
 /// Rows per slice of the value fetch (original rows), and half the rows per
@@ -1079,7 +1068,7 @@ fn match_merge(
         // In slices of the original's rows, so one aggregate never holds
         // more than about 2 x `slice_rows()` contributing rows (10M originals
         // would not fit in a 500MB memory_limit at once).
-        let contributing = count_rows(backend, &m)?;
+        let contributing = backend_count_ref(backend, &m)?;
         let slice_size = slice_rows();
         let slices = contributing.div_ceil(2 * slice_size).max(1);
         for slice in 0..slices {
@@ -1113,7 +1102,7 @@ fn match_merge(
                 run(format!("INSERT INTO {a} {body}"))?;
             }
         }
-        let matched = count_rows(backend, &a)?;
+        let matched = backend_count_ref(backend, &a)?;
         let rate = if rows_original == 0 {
             0.0
         } else {
@@ -1294,7 +1283,7 @@ fn match_merge(
         Ok((stats, write_plan))
     })();
     for t in &temp {
-        drop_scratch(backend, t, ctx);
+        drop_quietly_ref(backend, t, ctx);
     }
     if !keeps_order {
         let _ = backend.execute("SET preserve_insertion_order = false", &[], ctx);
@@ -1446,7 +1435,7 @@ fn merge_stats(
         }
         Ok((unmatched, staging))
     })();
-    drop_scratch(backend, &u, ctx);
+    drop_quietly_ref(backend, &u, ctx);
     let (unmatched, unmatched_staging) = built?;
     swap_in(
         backend,
