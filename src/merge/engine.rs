@@ -845,6 +845,108 @@ fn slice_rows() -> u64 {
         .unwrap_or(2_000_000)
 }
 
+/// Rows per slice of one field's value fetch (or of a source's unmatched
+/// rows): `base`, or fewer when the values are wide. Each slice sorts its
+/// rows back into order, values and all, and DuckDB's sort needs them in
+/// memory at once. Counting `width + PER_ROW` bytes a row: 150,000 values of
+/// 300 characters (85 % of a 64MB memory_limit) ran out of memory, 200
+/// characters (62 %) did not; on the 10M-row benchmark at 500MB, 4M-row
+/// slices (55-90 % for its 5-48-byte fields) ran out, 2M-row ones (28-45 %)
+/// did not. So a slice holds at most 45 % of `memory_limit`, and never fewer
+/// than 2,048 rows.
+fn value_slice_rows(base: u64, memory_limit: Option<u64>, width: u64) -> u64 {
+    /// Sort bytes per row besides the value: its row number, the value's
+    /// string header and the sort's own bookkeeping.
+    const PER_ROW: u64 = 64;
+    match memory_limit {
+        Some(limit) => (limit / 20 * 9 / (width + PER_ROW)).clamp(2_048, base.max(2_048)),
+        None => base,
+    }
+}
+
+/// What the slicing of wide values needs to know: the session's
+/// `memory_limit` and average widths in bytes.
+struct Widths {
+    memory_limit: Option<u64>,
+    /// Per field, in the source where its values are widest.
+    fields: Vec<u64>,
+    /// Per source, a whole row.
+    rows: Vec<u64>,
+}
+
+/// Measures [`Widths`] on each source's text columns (values of other types
+/// count 16 bytes).
+fn measure_widths(
+    backend: &dyn SqlBackend,
+    fields: &[String],
+    sources: &[String],
+) -> Result<Widths> {
+    const OTHER: u64 = 16;
+    let memory_limit = backend
+        .query_value("SELECT current_setting('memory_limit')", &[])?
+        .as_str()
+        .and_then(crate::memory::parse_size);
+    let mut widths = Widths {
+        memory_limit,
+        fields: vec![OTHER; fields.len()],
+        rows: Vec::with_capacity(sources.len()),
+    };
+    for src in sources {
+        let types = columns_with_types(backend, src)?;
+        let text: Vec<&String> = types
+            .iter()
+            .filter(|(_, ty)| ty == "VARCHAR")
+            .map(|(c, _)| c)
+            .collect();
+        let others = (types.len() - text.len()) as u64 * OTHER;
+        if text.is_empty() {
+            widths.rows.push(others);
+            continue;
+        }
+        let avgs: Vec<String> = text
+            .iter()
+            .map(|c| format!("CAST(avg(strlen({})) AS BIGINT)", quote_ident(c)))
+            .collect();
+        let measure = |sample: &str| {
+            backend.query(
+                &format!(
+                    "SELECT count(*), {} FROM {}{sample}",
+                    avgs.join(", "),
+                    quote_ident(src)
+                ),
+                &[],
+            )
+        };
+        // A sample of whole vectors, read without scanning the rest (0.01 s
+        // instead of 0.15-0.30 s for an 800k-row benchmark vendor); the
+        // whole table when that gives too few rows (small tables).
+        let mut row = measure(" TABLESAMPLE 2% (system, 7)")?;
+        let sampled = row
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if sampled < 4_096 {
+            row = measure("")?;
+        }
+        let avg = |k: usize| {
+            row.first()
+                .and_then(|r| r.get(k + 1))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        widths
+            .rows
+            .push(others + (0..text.len()).map(avg).sum::<u64>());
+        for (i, f) in fields.iter().enumerate() {
+            if let Some(k) = text.iter().position(|c| c.eq_ignore_ascii_case(f)) {
+                widths.fields[i] = widths.fields[i].max(avg(k));
+            }
+        }
+    }
+    Ok(widths)
+}
+
 /// Ranks are capped to what fits above `ORD_BITS` in a BIGINT.
 const RANK_CAP: i64 = 65_535;
 
@@ -1117,8 +1219,12 @@ fn match_merge(
              FROM (SELECT rowid AS __dm_r FROM {orig}) o \
              LEFT JOIN {a} a ON a.__dm_o_row = o.__dm_r ORDER BY o.__dm_r"
         ))?;
-        let value_slices = rows_original.div_ceil(slice_size).max(1);
+        // A slice's sort holds its rows' values, so wide text gets smaller
+        // slices (see `value_slice_rows`).
+        let widths = measure_widths(backend, &plan.fields, sources)?;
         for (i, (f, t)) in plan.fields.iter().zip(&value_tables).enumerate() {
+            let slice_size = value_slice_rows(slice_size, widths.memory_limit, widths.fields[i]);
+            let value_slices = rows_original.div_ceil(slice_size).max(1);
             // This field's values in every source that has it.
             let values = sources
                 .iter()
@@ -1268,7 +1374,7 @@ fn match_merge(
             (&a, &m, &p, cons),
             (cons_info, sources, src_cols),
             (rows_original, rows_output, matched),
-            target,
+            (target, &widths),
             backend,
             ctx,
         )?;
@@ -1317,7 +1423,7 @@ fn merge_stats(
     (a, m, p, cons): (&str, &str, &str, &str),
     (cons_info, sources, src_cols): (&Value, &[String], &[Vec<String>]),
     (rows_original, rows_output, matched): (u64, u64, u64),
-    target: &str,
+    (target, widths): (&str, &Widths),
     backend: &dyn SqlBackend,
     ctx: &dyn StepContext,
 ) -> Result<Value> {
@@ -1412,20 +1518,52 @@ fn merge_stats(
             .join(" UNION ALL BY NAME ");
         let mut statements = vec![format!("CREATE TABLE {s} AS {schema}")];
         for (i, t) in sources.iter().enumerate() {
-            statements.push(format!(
-                "INSERT INTO {s} BY NAME {} ORDER BY t.rowid",
-                select(
-                    i,
-                    t,
-                    // A semi join on the row number: the source's rows are
-                    // not held in the join (1.74 s -> 1.36 s for the three
-                    // 800k-row sources of the benchmark).
-                    &format!(
-                        "SEMI JOIN (SELECT __dm_ord & {ORD_MASK} AS r FROM {u} \
-                         WHERE __dm_ord >> {ORD_SHIFT} = {i}) x ON x.r = t.rowid"
+            // The unmatched rows are sorted back into the source's order,
+            // wide rows and all, so many wide ones are sorted in slices of
+            // the source's rows (150,000 of 300-character text ran out of
+            // memory at a 64MB memory_limit in one sort).
+            let unmatched_rows = unmatched.get(names[i]).and_then(Value::as_u64).unwrap_or(0);
+            let per_slice = value_slice_rows(u64::MAX, widths.memory_limit, widths.rows[i]);
+            let slices = unmatched_rows.div_ceil(per_slice).max(1);
+            let step = if slices == 1 {
+                0
+            } else {
+                // Row numbers run to the largest (a table may have deleted rows).
+                let end = backend
+                    .query_value(
+                        &format!("SELECT coalesce(max(rowid) + 1, 0) FROM {}", quote_ident(t)),
+                        &[],
+                    )?
+                    .as_u64()
+                    .unwrap_or(0);
+                end.div_ceil(slices).max(1)
+            };
+            for slice in 0..slices {
+                let range = if slices == 1 {
+                    String::new()
+                } else {
+                    format!(
+                        " AND t.rowid >= {} AND t.rowid < {}",
+                        slice * step,
+                        (slice + 1) * step
                     )
-                )
-            ));
+                };
+                statements.push(format!(
+                    "INSERT INTO {s} BY NAME {} ORDER BY t.rowid",
+                    select(
+                        i,
+                        t,
+                        // A semi join on the row number: the source's rows are
+                        // not held in the join (1.74 s -> 1.36 s for the three
+                        // 800k-row sources of the benchmark).
+                        &format!(
+                            "SEMI JOIN (SELECT __dm_ord & {ORD_MASK} AS r FROM {u} \
+                             WHERE __dm_ord >> {ORD_SHIFT} = {i}) x ON x.r = t.rowid \
+                             WHERE true{range}"
+                        )
+                    )
+                ));
+            }
         }
         for sql in &statements {
             if let Err(err) = backend.execute(sql, &[], ctx) {
@@ -1637,6 +1775,30 @@ mod tests {
         assert_eq!(
             got,
             vec![(1, false), (2, true), (3, false), (4, false), (5, true)]
+        );
+    }
+
+    #[test]
+    fn value_slices_shrink_with_wide_values_and_a_small_memory_limit() {
+        let mb = 1024 * 1024;
+        // The benchmark's widest field (48 bytes) at 500MB: the base slice
+        // (2M rows) stands.
+        assert_eq!(
+            value_slice_rows(2_000_000, Some(500_000_000), 48),
+            2_000_000
+        );
+        // 300-byte values at 64MB: 45 % of it, 364 bytes a row.
+        assert_eq!(
+            value_slice_rows(2_000_000, Some(64 * mb), 300),
+            64 * mb / 20 * 9 / 364
+        );
+        // Never under 2,048 rows, however wide; no limit known: the base.
+        assert_eq!(value_slice_rows(2_000_000, Some(mb), 1_000_000), 2_048);
+        assert_eq!(value_slice_rows(2_000_000, None, 1_000_000), 2_000_000);
+        // The unmatched rows' "no base" (u64::MAX) is only the limit's share.
+        assert_eq!(
+            value_slice_rows(u64::MAX, Some(64 * mb), 960),
+            64 * mb / 20 * 9 / 1024
         );
     }
 

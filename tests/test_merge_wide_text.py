@@ -1,0 +1,88 @@
+"""A merge stays within memory_limit when vendor rows carry wide text.
+
+Two of match_merge's statements sort rows back into order with their text:
+each field's picked values (into the original's row order) and the
+unmatched vendor rows (into the source's row order, for
+``<step>__unmatched``). With 150,000 values of 300 characters (~45 MB) at a
+64MB memory_limit, one sort each ran out of memory ("failed to pin block").
+Both are now sorted in slices sized from the values' measured width and the
+memory_limit; these tests pin that the merge completes and that the slicing
+keeps every row, in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckmerge
+import pyarrow as pa
+
+ROWS = 150_000
+NOTE = "n" * 300
+
+
+def notes(indexes: range) -> list[str]:
+    return [f"{NOTE}{i}" for i in indexes]
+
+
+def test_wide_picked_values_at_a_small_memory_limit(tmp_path: Path) -> None:
+    """Every original row matches one vendor row with a 300-character note:
+    the output carries each row's own note, in the original's order."""
+    original = pa.table({"id": list(range(ROWS)), "email": [f"u{i}@x.cz" for i in range(ROWS)]})
+    vendor = pa.table({"email": [f" U{i}@X.cz" for i in range(ROWS)], "note": notes(range(ROWS))})
+    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
+        s.write_table("crm", original)
+        s.write_table("vendor", vendor)
+        result = duckmerge.MergeDriver().run(
+            step_id="merged",
+            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
+            ctx=s,
+        )
+        assert result["stats"]["matched"] == ROWS
+        out = s.sql("SELECT id, note FROM merged").to_arrow()
+        assert out.column("id").to_pylist() == list(range(ROWS))
+        assert out.column("note").to_pylist() == notes(range(ROWS))
+
+
+def test_wide_unmatched_rows_at_a_small_memory_limit(tmp_path: Path) -> None:
+    """No vendor row matches: all 150,000 rows, 300-character notes and all,
+    land in ``merged__unmatched`` in the vendor file's row order."""
+    original = pa.table({"id": list(range(1000)), "email": [f"u{i}@x.cz" for i in range(1000)]})
+    vendor = pa.table(
+        {"email": [f"nobody{i}@y.cz" for i in range(ROWS)], "note": notes(range(ROWS))}
+    )
+    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
+        s.write_table("crm", original)
+        s.write_table("vendor", vendor)
+        result = duckmerge.MergeDriver().run(
+            step_id="merged",
+            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
+            ctx=s,
+        )
+        assert result["stats"]["matched"] == 0
+        assert result["stats"]["unmatched_enriched"] == {"vendor": ROWS}
+        rows = s.sql("SELECT source, email, note FROM merged__unmatched").to_arrow()
+        assert rows.column("source").to_pylist() == ["vendor"] * ROWS
+        assert rows.column("email").to_pylist() == [f"nobody{i}@y.cz" for i in range(ROWS)]
+        assert rows.column("note").to_pylist() == notes(range(ROWS))
+
+
+def test_wide_unmatched_rows_after_deletes_keep_every_row(tmp_path: Path) -> None:
+    """A vendor table with deleted rows (row numbers with gaps) sliced the
+    same way: the unmatched rows are exactly the remaining ones, in order."""
+    vendor = pa.table(
+        {"email": [f"nobody{i}@y.cz" for i in range(ROWS)], "note": notes(range(ROWS))}
+    )
+    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
+        s.write_table("crm", pa.table({"id": [1], "email": ["u1@x.cz"]}))
+        s.write_table("vendor", vendor)
+        s.execute("DELETE FROM vendor WHERE email LIKE 'nobody%3@y.cz'")
+        kept = [i for i in range(ROWS) if i % 10 != 3]
+        duckmerge.MergeDriver().run(
+            step_id="merged",
+            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
+            ctx=s,
+        )
+        rows = s.sql("SELECT email, note FROM merged__unmatched").to_arrow()
+        assert rows.column("email").to_pylist() == [f"nobody{i}@y.cz" for i in kept]
+        assert rows.column("note").to_pylist() == notes(kept)
