@@ -14,15 +14,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collections.abc import Iterable
+from typing import Any
+
 import duckmerge
 import pyarrow as pa
 
 ROWS = 150_000
 NOTE = "n" * 300
+CONFIG = {"original": "crm", "enriched": ["vendor"], "keys": ["email"]}
 
 
-def notes(indexes: range) -> list[str]:
+def notes(indexes: Iterable[int]) -> list[str]:
     return [f"{NOTE}{i}" for i in indexes]
+
+
+def session_with(tmp_path: Path, original: pa.Table, vendor: pa.Table) -> duckmerge.Session:
+    """A session at a 64MB memory_limit holding ``crm`` and ``vendor``."""
+    s = duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2)
+    s.write_table("crm", original)
+    s.write_table("vendor", vendor)
+    return s
+
+
+def merge(s: duckmerge.Session) -> dict[str, Any]:
+    return duckmerge.MergeDriver().run(step_id="merged", config=CONFIG, ctx=s)
 
 
 def test_wide_picked_values_at_a_small_memory_limit(tmp_path: Path) -> None:
@@ -30,14 +46,8 @@ def test_wide_picked_values_at_a_small_memory_limit(tmp_path: Path) -> None:
     the output carries each row's own note, in the original's order."""
     original = pa.table({"id": list(range(ROWS)), "email": [f"u{i}@x.cz" for i in range(ROWS)]})
     vendor = pa.table({"email": [f" U{i}@X.cz" for i in range(ROWS)], "note": notes(range(ROWS))})
-    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
-        s.write_table("crm", original)
-        s.write_table("vendor", vendor)
-        result = duckmerge.MergeDriver().run(
-            step_id="merged",
-            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
-            ctx=s,
-        )
+    with session_with(tmp_path, original, vendor) as s:
+        result = merge(s)
         assert result["stats"]["matched"] == ROWS
         out = s.sql("SELECT id, note FROM merged").to_arrow()
         assert out.column("id").to_pylist() == list(range(ROWS))
@@ -51,14 +61,8 @@ def test_wide_unmatched_rows_at_a_small_memory_limit(tmp_path: Path) -> None:
     vendor = pa.table(
         {"email": [f"nobody{i}@y.cz" for i in range(ROWS)], "note": notes(range(ROWS))}
     )
-    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
-        s.write_table("crm", original)
-        s.write_table("vendor", vendor)
-        result = duckmerge.MergeDriver().run(
-            step_id="merged",
-            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
-            ctx=s,
-        )
+    with session_with(tmp_path, original, vendor) as s:
+        result = merge(s)
         assert result["stats"]["matched"] == 0
         assert result["stats"]["unmatched_enriched"] == {"vendor": ROWS}
         rows = s.sql("SELECT source, email, note FROM merged__unmatched").to_arrow()
@@ -73,16 +77,11 @@ def test_wide_unmatched_rows_after_deletes_keep_every_row(tmp_path: Path) -> Non
     vendor = pa.table(
         {"email": [f"nobody{i}@y.cz" for i in range(ROWS)], "note": notes(range(ROWS))}
     )
-    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
-        s.write_table("crm", pa.table({"id": [1], "email": ["u1@x.cz"]}))
-        s.write_table("vendor", vendor)
+    original = pa.table({"id": [1], "email": ["u1@x.cz"]})
+    with session_with(tmp_path, original, vendor) as s:
         s.execute("DELETE FROM vendor WHERE email LIKE 'nobody%3@y.cz'")
         kept = [i for i in range(ROWS) if i % 10 != 3]
-        duckmerge.MergeDriver().run(
-            step_id="merged",
-            config={"original": "crm", "enriched": ["vendor"], "keys": ["email"]},
-            ctx=s,
-        )
+        merge(s)
         rows = s.sql("SELECT email, note FROM merged__unmatched").to_arrow()
         assert rows.column("email").to_pylist() == [f"nobody{i}@y.cz" for i in kept]
         assert rows.column("note").to_pylist() == notes(kept)
