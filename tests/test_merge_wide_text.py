@@ -4,10 +4,11 @@ Two of match_merge's statements sort rows back into order with their text:
 each field's picked values (into the original's row order) and the
 unmatched vendor rows (into the source's row order, for
 ``<step>__unmatched``). With 150,000 values of 300 characters (~45 MB) at a
-64MB memory_limit, one sort each ran out of memory ("failed to pin block").
-Both are now sorted in slices sized from the values' measured width and the
-memory_limit; these tests pin that the merge completes and that the slicing
-keeps every row, in order.
+64MB memory_limit, one sort each ran out of memory ("failed to pin block"),
+as did the window that ranks rows under ``most_frequent``. All three now
+work in slices sized from the values' measured width and the memory_limit;
+these tests pin that the merge completes and that the slicing keeps every
+row, in order.
 """
 
 from __future__ import annotations
@@ -85,3 +86,19 @@ def test_wide_unmatched_rows_after_deletes_keep_every_row(tmp_path: Path) -> Non
         rows = s.sql("SELECT email, note FROM merged__unmatched").to_arrow()
         assert rows.column("email").to_pylist() == [f"nobody{i}@y.cz" for i in kept]
         assert rows.column("note").to_pylist() == notes(kept)
+
+
+def test_wide_values_under_a_windowed_strategy(tmp_path: Path) -> None:
+    """``most_frequent`` ranks the contributing rows with a window that holds
+    them, wide values included: two vendors with the same 300-character
+    notes, 300,000 contributing rows at 64MB. Each row still gets its note."""
+    original = pa.table({"id": list(range(ROWS)), "email": [f"u{i}@x.cz" for i in range(ROWS)]})
+    vendor = pa.table({"email": [f"u{i}@x.cz" for i in range(ROWS)], "note": notes(range(ROWS))})
+    with session_with(tmp_path, original, vendor) as s:
+        s.write_table("vendor2", vendor)
+        config = {**CONFIG, "enriched": ["vendor", "vendor2"], "strategy": "most_frequent"}
+        result = duckmerge.MergeDriver().run(step_id="merged", config=config, ctx=s)
+        assert result["stats"]["matched"] == ROWS
+        out = s.sql("SELECT id, note FROM merged").to_arrow()
+        assert out.column("id").to_pylist() == list(range(ROWS))
+        assert out.column("note").to_pylist() == notes(range(ROWS))

@@ -1172,7 +1172,21 @@ fn match_merge(
         // would not fit in a 500MB memory_limit at once).
         let contributing = backend_count_ref(backend, &m)?;
         let slice_size = slice_rows();
-        let slices = contributing.div_ceil(2 * slice_size).max(1);
+        let widths = measure_widths(backend, &plan.fields, sources)?;
+        // `most_frequent` and `most_recent` rank rows with a window, which
+        // holds the contributing rows, every field's value included (150,000
+        // rows with a 300-character field in two sources ran out of memory
+        // at 64MB under `most_frequent`): wide fields get smaller slices.
+        let windowed = strategies
+            .iter()
+            .any(|s| matches!(s, Strategy::MostFrequent | Strategy::MostRecent));
+        let per_slice = if windowed {
+            let row: u64 = widths.fields.iter().sum();
+            value_slice_rows(2 * slice_size, widths.memory_limit, row)
+        } else {
+            2 * slice_size
+        };
+        let slices = contributing.div_ceil(per_slice).max(1);
         for slice in 0..slices {
             let m_slice = if slices == 1 {
                 m.clone()
@@ -1221,7 +1235,6 @@ fn match_merge(
         ))?;
         // A slice's sort holds its rows' values, so wide text gets smaller
         // slices (see `value_slice_rows`).
-        let widths = measure_widths(backend, &plan.fields, sources)?;
         for (i, (f, t)) in plan.fields.iter().zip(&value_tables).enumerate() {
             let slice_size = value_slice_rows(slice_size, widths.memory_limit, widths.fields[i]);
             let value_slices = rows_original.div_ceil(slice_size).max(1);
