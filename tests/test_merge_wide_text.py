@@ -102,3 +102,39 @@ def test_wide_values_under_a_windowed_strategy(tmp_path: Path) -> None:
         out = s.sql("SELECT id, note FROM merged").to_arrow()
         assert out.column("id").to_pylist() == list(range(ROWS))
         assert out.column("note").to_pylist() == notes(range(ROWS))
+
+
+def test_wide_csv_files_at_a_small_memory_limit(tmp_path: Path) -> None:
+    """CSV in, CSV out at 64MB: DuckDB's CSV reader holds a 32 MB buffer per
+    thread by default, which made loading a 47 MB file of 300-character
+    fields fail; the extractor sizes it from the memory_limit. Half the
+    vendor rows match; the output file has every original row with its
+    note, in order, and the other half lands in ``merged__unmatched``."""
+    import pyarrow.csv as pcsv
+
+    crm, ven, out = tmp_path / "crm.csv", tmp_path / "vendor.csv", tmp_path / "out.csv"
+    bios = [f"{NOTE} bio, \"quoted\" {i}" for i in range(ROWS)]
+    pcsv.write_csv(
+        pa.table({"id": list(range(ROWS)), "email": [f"u{i}@x.cz" for i in range(ROWS)],
+                  "bio": bios}),
+        crm,
+    )
+    pcsv.write_csv(
+        pa.table({"email": [f"U{i}@x.cz " if i % 2 else f"nobody{i}@y.cz" for i in range(ROWS)],
+                  "note": notes(range(ROWS))}),
+        ven,
+    )
+    config = {"original": {"path": str(crm)}, "enriched": [{"path": str(ven), "name": "vendor"}],
+              "keys": ["email"], "output": {"path": str(out)}}
+    with duckmerge.Session(tmp_path / "s", memory_limit="64MB", threads=2) as s:
+        result = duckmerge.MergeDriver().run(step_id="merged", config=config, ctx=s)
+        assert result["stats"]["matched"] == ROWS // 2
+        assert result["stats"]["unmatched_enriched"] == {"vendor": ROWS // 2}
+        unmatched = s.sql("SELECT note FROM merged__unmatched").to_arrow()
+        assert unmatched.column("note").to_pylist() == notes(range(0, ROWS, 2))
+    written = pcsv.read_csv(out, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+    assert written.column("id").to_pylist() == list(range(ROWS))
+    assert written.column("bio").to_pylist() == bios
+    assert written.column("note").to_pylist() == [
+        f"{NOTE}{i}" if i % 2 else None for i in range(ROWS)
+    ]

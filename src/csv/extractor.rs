@@ -227,6 +227,19 @@ fn read_csv_call(
     format!("read_csv({path}, {})", opts.join(", "))
 }
 
+/// DuckDB's CSV buffer (`buffer_size`) for a session's `memory_limit`, when
+/// the default does not fit. The reader holds a 32 MB buffer per thread: at
+/// a 64MB memory_limit a 47 MB file of 300-character fields failed ("could
+/// not allocate block of size 30.5 MiB"; duckdb-python 2.0 fails on it too),
+/// and loads with 4 or 8 MB buffers. So below 256 MB the buffer is an eighth
+/// of the limit, at least 4 MB (twice DuckDB's default 2 MB line limit).
+fn csv_buffer_size(memory_limit: Option<u64>) -> Option<u64> {
+    const DEFAULT: u64 = 32_000_000;
+    const SMALLEST: u64 = 4 * 1024 * 1024;
+    let size = memory_limit? / 8;
+    (size < DEFAULT).then_some(size.max(SMALLEST))
+}
+
 /// The columns a file would load as, without loading it: DuckDB's sniffer
 /// reads a sample. `None` when that cannot be known cheaply (encodings Rust
 /// transcodes) or the sniffer fails (the real load then reports the error
@@ -376,6 +389,12 @@ pub fn run_extract(
             quote_ident(&rejects_scan),
         ));
     }
+    let buffer_size = csv_buffer_size(
+        backend
+            .query_value("SELECT current_setting('memory_limit')", &[])?
+            .as_str()
+            .and_then(crate::memory::parse_size),
+    );
     // The load, with DuckDB's default line limit or (`long_lines`) 32 MB.
     let load = |long_lines: bool| -> Result<()> {
         let mut options = extra.clone();
@@ -383,6 +402,8 @@ pub fn run_extract(
             // Kept off by default: it sizes read buffers.
             options.push("max_line_size = 33554432".into());
             options.push("buffer_size = 67108864".into());
+        } else if let Some(size) = buffer_size {
+            options.push(format!("buffer_size = {size}"));
         }
         let call = |options: &[String]| {
             read_csv_call(&path_sql, cfg, read_compression, read_encoding, options)
@@ -663,6 +684,17 @@ mod tests {
 
     fn cfg(v: Value) -> ExtractorConfig {
         ExtractorConfig::from_json("s", v).unwrap()
+    }
+
+    #[test]
+    fn csv_buffer_shrinks_only_below_a_256mb_memory_limit() {
+        let mb = 1_000_000;
+        assert_eq!(csv_buffer_size(None), None);
+        assert_eq!(csv_buffer_size(Some(500 * mb)), None);
+        assert_eq!(csv_buffer_size(Some(256 * mb)), None);
+        assert_eq!(csv_buffer_size(Some(64 * mb)), Some(8 * mb));
+        // Never under 4 MiB.
+        assert_eq!(csv_buffer_size(Some(16 * mb)), Some(4 * 1024 * 1024));
     }
 
     #[test]
