@@ -43,6 +43,15 @@ pub fn threshold_for(limit: u64) -> u64 {
     limit.saturating_add(limit / 5)
 }
 
+/// The `memory_limit` of the database behind `backend`, in bytes (`None`
+/// when DuckDB prints something [`parse_size`] does not read).
+pub fn memory_limit(backend: &dyn crate::backend::SqlBackend) -> crate::error::Result<Option<u64>> {
+    Ok(backend
+        .query_value("SELECT current_setting('memory_limit')", &[])?
+        .as_str()
+        .and_then(parse_size))
+}
+
 /// Bytes in a DuckDB size as `current_setting('memory_limit')` prints it
 /// (`476.8 MiB`, `1.5 GB`, `1024 bytes`); `None` when it is not one.
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -123,12 +132,7 @@ impl TrimGuard {
     /// `None` where [`Trimmer::for_memory_limit`] gives none or the limit
     /// cannot be read.
     pub fn for_backend(backend: &dyn crate::backend::SqlBackend) -> Option<TrimGuard> {
-        let limit = || {
-            backend
-                .query_value("SELECT current_setting('memory_limit')", &[])
-                .ok()
-                .and_then(|v| v.as_str().and_then(parse_size))
-        };
+        let limit = || memory_limit(backend).ok().flatten();
         TrimGuard::acquire(&SHARED, limit)
     }
 

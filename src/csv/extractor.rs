@@ -389,12 +389,7 @@ pub fn run_extract(
             quote_ident(&rejects_scan),
         ));
     }
-    let buffer_size = csv_buffer_size(
-        backend
-            .query_value("SELECT current_setting('memory_limit')", &[])?
-            .as_str()
-            .and_then(crate::memory::parse_size),
-    );
+    let buffer_size = csv_buffer_size(crate::memory::memory_limit(backend)?);
     // The load, with DuckDB's default line limit or (`long_lines`) 32 MB.
     let load = |long_lines: bool| -> Result<()> {
         let mut options = extra.clone();

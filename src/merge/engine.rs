@@ -882,12 +882,8 @@ fn measure_widths(
     sources: &[String],
 ) -> Result<Widths> {
     const OTHER: u64 = 16;
-    let memory_limit = backend
-        .query_value("SELECT current_setting('memory_limit')", &[])?
-        .as_str()
-        .and_then(crate::memory::parse_size);
     let mut widths = Widths {
-        memory_limit,
+        memory_limit: crate::memory::memory_limit(backend)?,
         fields: vec![OTHER; fields.len()],
         rows: Vec::with_capacity(sources.len()),
     };
