@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import duckmerge
@@ -10,6 +11,17 @@ import pyarrow as pa
 import pytest
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
+
+
+@pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
+def session(request: pytest.FixtureRequest, session_path: Path) -> Iterator[duckmerge.Session]:
+    """A session with one thread (one appender, one transaction) and with two
+    (parallel appenders committing segments in turn): every test runs on both."""
+    s = duckmerge.Session(session_path, threads=request.param)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def make_table(ids: list[int]) -> pa.Table:
@@ -190,3 +202,93 @@ def test_connection_write_table_is_visible_in_session(session: duckmerge.Session
     assert conn.write_table("via_conn", make_table([1, 2])) == 2
     assert rows_of(session, "via_conn") == [(1, "n1"), (2, "n2")]
     assert "via_conn" in conn.tables()
+
+
+# DuckDB's row group: a parallel load deals the input out in segments of whole
+# row groups (two or more), so the tests below cross several segments.
+ROW_GROUP = 122_880
+
+
+def big_reader(rows: int, batch_rows: int, fail: bool = False) -> pa.RecordBatchReader:
+    """``rows`` rows (id = 0..rows-1, name = f"n{id}") in batches of
+    ``batch_rows``; with ``fail`` the producer raises after the last batch."""
+
+    def gen() -> Iterator[pa.RecordBatch]:
+        for start in range(0, rows, batch_rows):
+            ids = pa.array(range(start, min(rows, start + batch_rows)), pa.int64())
+            names = pa.compute.binary_join_element_wise("n", pa.compute.cast(ids, pa.string()), "")
+            yield pa.record_batch([ids, names], schema=SCHEMA)
+        if fail:
+            raise ValueError("producer boom")
+
+    return pa.RecordBatchReader.from_batches(SCHEMA, gen())
+
+
+def assert_ids_in_order(session: duckmerge.Session, name: str, rows: int) -> None:
+    """Every row, in the input's order (DuckDB's scan order is the insertion order)."""
+    ids = session.sql(f'select id, name from "{name}"').to_arrow()
+    assert ids.num_rows == rows
+    assert ids.column("id").to_pylist() == list(range(rows))
+    assert ids.column("name").to_pylist()[:3] == ["n0", "n1", "n2"]
+    assert ids.column("name")[rows - 1].as_py() == f"n{rows - 1}"
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("batch_rows", [7_777, 300_000])
+def test_parallel_load_keeps_every_row_in_order(
+    session_path: Path, threads: int, batch_rows: int
+) -> None:
+    rows = 3 * 4 * ROW_GROUP + 12_345  # several segments at every thread count
+    with duckmerge.Session(session_path, threads=threads) as s:
+        assert s.write_table("t", big_reader(rows, batch_rows)) == rows
+        assert_ids_in_order(s, "t", rows)
+        # whole row groups: only the last one is partial
+        groups = s.sql(
+            "select row_group_id, max(count) as n from pragma_storage_info('t') "
+            "where column_name = 'id' group by all order by 1"
+        ).fetchall()
+        assert [n for _, n in groups[:-1]] == [ROW_GROUP] * (len(groups) - 1)
+        assert sum(n for _, n in groups) == rows
+
+
+def test_parallel_load_appends_in_order(session_path: Path) -> None:
+    rows = 5 * ROW_GROUP
+    with duckmerge.Session(session_path, threads=2) as s:
+        s.write_table("t", big_reader(rows, 50_000))
+        more = big_reader(2 * rows, 50_000)
+        tail = pa.Table.from_batches(list(more)).slice(rows)
+        assert s.write_table("t", tail, mode="append") == rows
+        assert_ids_in_order(s, "t", 2 * rows)
+
+
+@pytest.mark.parametrize("mode", ["create", "replace", "append"])
+def test_parallel_load_failing_after_committed_segments_changes_nothing(
+    session_path: Path, mode: Literal["create", "replace", "append"]
+) -> None:
+    with duckmerge.Session(session_path, threads=2) as s:
+        if mode != "create":
+            s.write_table("t", make_table([1, 2, 3]))
+        before_all = sorted(all_duckdb_table_names(s))
+        setting = "select current_setting('write_buffer_row_group_count')"
+        before_setting = s.sql(setting).fetchall()
+
+        # 5 segments' worth of rows reach the loader before the producer fails
+        with pytest.raises(Exception, match="producer boom"):
+            s.write_table("t", big_reader(10 * ROW_GROUP, 100_000, fail=True), mode=mode)
+
+        assert sorted(all_duckdb_table_names(s)) == before_all
+        if mode == "create":
+            assert "t" not in s.tables()
+        else:
+            assert rows_of(s, "t") == [(1, "n1"), (2, "n2"), (3, "n3")]
+        assert s.sql(setting).fetchall() == before_setting
+    # nothing left behind for the next open either
+    with duckmerge.Session(session_path) as s:
+        assert sorted(all_duckdb_table_names(s)) == before_all
+
+
+def test_parallel_load_restores_the_row_group_buffer_setting(session_path: Path) -> None:
+    with duckmerge.Session(session_path, threads=2) as s:
+        s.execute("SET write_buffer_row_group_count = 3")
+        s.write_table("t", big_reader(3 * ROW_GROUP, 100_000))
+        assert s.sql("select current_setting('write_buffer_row_group_count')").fetchall() == [(3,)]

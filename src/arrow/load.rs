@@ -93,6 +93,15 @@ impl TableLoad {
             quote_ident(&staging),
             columns.join(", ")
         );
+        let workers = load_workers(&conn)?;
+        let bulk_loads = db.bulk_loads();
+        let worker_conns = if workers > 1 {
+            (0..workers)
+                .map(|_| db.connect_raw())
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         let (tx, rx) = sync_channel(LOAD_DEPTH);
         let (done_tx, done) = sync_channel(1);
         let target = target.to_string();
@@ -100,19 +109,26 @@ impl TableLoad {
         std::thread::Builder::new()
             .name("duckmerge-load".into())
             .spawn(move || {
-                let result = run_load(
-                    &conn,
-                    &raw,
-                    &create,
-                    &staging,
-                    &target,
+                let job = LoadJob {
+                    raw: &raw,
+                    create: &create,
+                    staging: &staging,
+                    target: &target,
                     mode,
-                    &worker_schema,
-                    rx,
-                );
-                if result.is_err() {
-                    let _ = raw.execute("ROLLBACK");
-                }
+                    schema: &worker_schema,
+                };
+                let result = if worker_conns.is_empty() {
+                    let result = run_load(&job, &conn, rx);
+                    if result.is_err() {
+                        let _ = raw.execute("ROLLBACK");
+                    }
+                    result
+                } else {
+                    bulk_loads.enter(&conn);
+                    let result = run_parallel_load(&job, &conn, worker_conns, rx);
+                    bulk_loads.leave(&conn);
+                    result
+                };
                 let _ = done_tx.send(result);
             })
             .map_err(|e| Error::io("starting the load thread", e))?;
@@ -215,72 +231,420 @@ impl Drop for TableLoad {
 fn clone_result(r: &Result<u64>) -> Result<u64> {
     match r {
         Ok(n) => Ok(*n),
-        Err(Error::Cancelled(m)) => Err(Error::Cancelled(m.clone())),
-        Err(Error::Config(m)) => Err(Error::Config(m.clone())),
-        Err(e) => Err(Error::Arrow(e.to_string())),
+        Err(e) => Err(clone_error(e)),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_load(
-    conn: &Connection,
-    raw: &RawConnection,
-    create: &str,
-    staging: &str,
-    target: &str,
+/// What a load writes, shared by the one-connection and the parallel loader.
+struct LoadJob<'a> {
+    raw: &'a RawConnection,
+    create: &'a str,
+    staging: &'a str,
+    target: &'a str,
     mode: WriteMode,
-    schema: &SchemaRef,
-    rx: Receiver<LoadMessage>,
-) -> Result<u64> {
-    let ctx = |what: &str| format!("writing table \"{target}\": {what}");
-    raw.execute(&format!("BEGIN TRANSACTION; {create}"))
-        .map_err(|e| Error::sql_text(ctx("creating the staging table"), e))?;
+    schema: &'a SchemaRef,
+}
+
+impl LoadJob<'_> {
+    fn ctx(&self, what: &str) -> String {
+        format!("writing table \"{}\": {what}", self.target)
+    }
+
+    fn cancelled(&self) -> Error {
+        Error::Cancelled(format!(
+            "writing table \"{}\" stopped before the data ended; nothing was changed",
+            self.target
+        ))
+    }
+
+    /// The statements that put the finished staging table in place of (or
+    /// into) the target, run inside the caller's transaction.
+    fn swap_sql(&self, conn: &Connection) -> Result<String> {
+        let exists = relation_exists(conn, self.target)?;
+        let (s, t) = (quote_ident(self.staging), quote_ident(self.target));
+        Ok(match (self.mode, exists) {
+            (WriteMode::Append, true) => {
+                format!("INSERT INTO {t} BY NAME SELECT * FROM {s}; DROP TABLE {s};")
+            }
+            (WriteMode::Replace, true) => {
+                format!("DROP TABLE {t}; ALTER TABLE {s} RENAME TO {t};")
+            }
+            (WriteMode::Create, true) => {
+                return Err(Error::Config(format!(
+                    "table \"{}\" already exists; pass mode=\"replace\" or mode=\"append\"",
+                    self.target
+                )))
+            }
+            (_, false) => format!("ALTER TABLE {s} RENAME TO {t};"),
+        })
+    }
+}
+
+/// How many connections append at once: the database's `threads` setting,
+/// at most [`MAX_LOAD_WORKERS`]. One means a single transaction.
+fn load_workers(conn: &Connection) -> Result<usize> {
+    let threads: i64 = conn
+        .query_row("SELECT current_setting('threads')::BIGINT", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| Error::sql("reading the threads setting", e))?;
+    Ok((threads.max(1) as usize).min(MAX_LOAD_WORKERS))
+}
+
+/// The upper bound on parallel appenders.
+const MAX_LOAD_WORKERS: usize = 4;
+
+/// DuckDB's row group size: segments are whole row groups, so every
+/// committed segment is merged into the table as finished row groups.
+const ROW_GROUP_ROWS: usize = 122_880;
+
+/// Rows one worker appends and commits at a time: as many row groups as
+/// there are workers, at least two. DuckDB writes a segment's last row group
+/// during its commit, and commits take turns, so that last 1/n of the work
+/// is serial; with n workers it then takes no longer than the rest.
+fn segment_rows(workers: usize) -> usize {
+    workers.max(2) * ROW_GROUP_ROWS
+}
+
+/// Loads on one connection in one transaction: staging table, appender,
+/// swap, commit.
+fn run_load(job: &LoadJob<'_>, conn: &Connection, rx: Receiver<LoadMessage>) -> Result<u64> {
+    let raw = job.raw;
+    raw.execute(&format!("BEGIN TRANSACTION; {}", job.create))
+        .map_err(|e| Error::sql_text(job.ctx("creating the staging table"), e))?;
     let mut rows = 0u64;
     {
         let mut appender = raw
-            .appender(staging, schema)
-            .map_err(|e| Error::sql_text(ctx("opening the appender"), e))?;
+            .appender(job.staging, job.schema)
+            .map_err(|e| Error::sql_text(job.ctx("opening the appender"), e))?;
         loop {
             match rx.recv() {
                 Ok(LoadMessage::Batch(batch)) => {
-                    let batch = normalize_batch(batch, schema)?;
+                    let batch = normalize_batch(batch, job.schema)?;
                     rows += batch.num_rows() as u64;
                     appender
                         .append(&batch)
-                        .map_err(|e| Error::sql_text(ctx("appending rows"), e))?;
+                        .map_err(|e| Error::sql_text(job.ctx("appending rows"), e))?;
                 }
                 Ok(LoadMessage::Commit) => break,
-                Err(_) => {
-                    return Err(Error::Cancelled(format!(
-                    "writing table \"{target}\" stopped before the data ended; nothing was changed"
-                )))
-                }
+                Err(_) => return Err(job.cancelled()),
             }
         }
         appender
             .close()
-            .map_err(|e| Error::sql_text(ctx("flushing the appender"), e))?;
+            .map_err(|e| Error::sql_text(job.ctx("flushing the appender"), e))?;
     }
-    let exists = relation_exists(conn, target)?;
-    let (s, t) = (quote_ident(staging), quote_ident(target));
-    let swap = match (mode, exists) {
-        (WriteMode::Append, true) => {
-            format!("INSERT INTO {t} BY NAME SELECT * FROM {s}; DROP TABLE {s};")
-        }
-        (WriteMode::Replace, true) => format!("DROP TABLE {t}; ALTER TABLE {s} RENAME TO {t};"),
-        (WriteMode::Create, true) => {
-            return Err(Error::Config(format!(
-                "table \"{target}\" already exists; pass mode=\"replace\" or mode=\"append\""
-            )))
-        }
-        (_, false) => format!("ALTER TABLE {s} RENAME TO {t};"),
-    };
+    let swap = job.swap_sql(conn)?;
     raw.execute(&swap)
-        .map_err(|e| Error::sql_text(ctx("swapping the new rows in"), e))?;
+        .map_err(|e| Error::sql_text(job.ctx("swapping the new rows in"), e))?;
     raw.execute("COMMIT")
-        .map_err(|e| Error::sql_text(ctx("commit"), e))?;
-    log::debug!("wrote {rows} rows to table \"{target}\" ({mode:?})");
+        .map_err(|e| Error::sql_text(job.ctx("commit"), e))?;
+    log::debug!(
+        "wrote {rows} rows to table \"{}\" ({:?})",
+        job.target,
+        job.mode
+    );
     Ok(rows)
+}
+
+/// A message to one parallel worker.
+enum SegmentMessage {
+    /// A new segment begins: its index in the input's order.
+    Start(usize),
+    Batch(RecordBatch),
+    /// The segment is complete: append, then commit in turn.
+    End,
+}
+
+/// State shared by the dispatcher and the workers of a parallel load.
+#[derive(Default)]
+struct LoadState {
+    /// Rows dispatched and not yet appended (bounds the memory held).
+    in_flight: usize,
+    /// The segment whose commit is next: commits follow the input's order.
+    next_commit: usize,
+    /// Set when any side fails; everyone stops.
+    failed: bool,
+    /// The first real error.
+    error: Option<Error>,
+}
+
+struct Shared {
+    state: std::sync::Mutex<LoadState>,
+    changed: std::sync::Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoadState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a failure (the first error is kept) and wakes everyone.
+    fn fail(&self, error: Option<Error>) {
+        let mut s = self.lock();
+        s.failed = true;
+        if s.error.is_none() {
+            s.error = error;
+        }
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    /// Waits until `rows` more fit in the budget (always when nothing is in
+    /// flight); false if the load failed meanwhile.
+    fn reserve(&self, rows: usize, budget: usize) -> bool {
+        let mut s = self.lock();
+        while !s.failed && s.in_flight > 0 && s.in_flight + rows > budget {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        if s.failed {
+            return false;
+        }
+        s.in_flight += rows;
+        true
+    }
+
+    fn release(&self, rows: usize) {
+        self.lock().in_flight -= rows;
+        self.changed.notify_all();
+    }
+
+    /// Waits for `segment`'s turn to commit; false if the load failed.
+    fn wait_turn(&self, segment: usize) -> bool {
+        let mut s = self.lock();
+        while !s.failed && s.next_commit != segment {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        !s.failed
+    }
+
+    fn committed(&self) {
+        self.lock().next_commit += 1;
+        self.changed.notify_all();
+    }
+}
+
+/// Loads with several connections at once. The input is cut into segments
+/// of whole row groups, dealt to the workers in turn; each worker appends a
+/// segment in a transaction of its own (DuckDB compresses and writes its row
+/// groups on that thread) and commits it when every earlier segment has been
+/// committed, so the staging table keeps the input's row order. The staging
+/// table is committed empty first so that the workers see it; the swap is
+/// one more transaction. On any failure the staging table is dropped (a
+/// crash leaves it to the session's next open) and the target is untouched.
+fn run_parallel_load(
+    job: &LoadJob<'_>,
+    conn: &Connection,
+    workers: Vec<RawConnection>,
+    rx: Receiver<LoadMessage>,
+) -> Result<u64> {
+    job.raw
+        .execute(job.create)
+        .map_err(|e| Error::sql_text(job.ctx("creating the staging table"), e))?;
+    let result = dispatch_segments(job, &workers, rx).and_then(|rows| {
+        let swap = job.swap_sql(conn)?;
+        job.raw
+            .execute(&format!("BEGIN TRANSACTION; {swap} COMMIT;"))
+            .map_err(|e| {
+                let _ = job.raw.execute("ROLLBACK");
+                Error::sql_text(job.ctx("swapping the new rows in"), e)
+            })?;
+        Ok(rows)
+    });
+    match result {
+        Ok(rows) => {
+            log::debug!(
+                "wrote {rows} rows to table \"{}\" ({:?}, {} appenders)",
+                job.target,
+                job.mode,
+                workers.len()
+            );
+            Ok(rows)
+        }
+        Err(e) => {
+            let _ = job.raw.execute(&format!(
+                "DROP TABLE IF EXISTS {}",
+                quote_ident(job.staging)
+            ));
+            Err(e)
+        }
+    }
+}
+
+/// Deals the input to the workers segment by segment; returns the rows
+/// committed to the staging table once every worker has finished.
+fn dispatch_segments(
+    job: &LoadJob<'_>,
+    workers: &[RawConnection],
+    rx: Receiver<LoadMessage>,
+) -> Result<u64> {
+    let shared = Shared {
+        state: Default::default(),
+        changed: Default::default(),
+    };
+    let seg_rows = segment_rows(workers.len());
+    let budget = (workers.len() + 1) * seg_rows;
+    std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(workers.len());
+        let mut handles = Vec::with_capacity(workers.len());
+        for (i, raw) in workers.iter().enumerate() {
+            let (tx, wrx) = std::sync::mpsc::channel();
+            senders.push(tx);
+            let shared = &shared;
+            let handle = std::thread::Builder::new()
+                .name(format!("duckmerge-load-{i}"))
+                .spawn_scoped(scope, move || {
+                    let result = append_segments(job, raw, wrx, shared);
+                    if let Err(e) = &result {
+                        let _ = raw.execute("ROLLBACK");
+                        if !matches!(e, Error::Cancelled(_)) {
+                            shared.fail(Some(clone_error(e)));
+                        }
+                        shared.fail(None);
+                    }
+                    result
+                })
+                .map_err(|e| Error::io("starting a load thread", e))?;
+            handles.push(handle);
+        }
+        let dispatched = deal(job, &senders, rx, &shared, budget, seg_rows);
+        if dispatched.is_err() {
+            shared.fail(None);
+        }
+        drop(senders);
+        let mut rows = 0u64;
+        for handle in handles {
+            match handle.join() {
+                Ok(Ok(n)) => rows += n,
+                Ok(Err(_)) => {}
+                Err(_) => shared.fail(Some(Error::Arrow(job.ctx("a load thread panicked")))),
+            }
+        }
+        let mut state = shared.lock();
+        if let Some(e) = state.error.take() {
+            return Err(e);
+        }
+        dispatched?;
+        if state.failed {
+            return Err(job.cancelled());
+        }
+        Ok(rows)
+    })
+}
+
+/// The dispatcher: cuts the incoming batches at segment boundaries and sends
+/// segment `i` to worker `i % workers`.
+fn deal(
+    job: &LoadJob<'_>,
+    senders: &[std::sync::mpsc::Sender<SegmentMessage>],
+    rx: Receiver<LoadMessage>,
+    shared: &Shared,
+    budget: usize,
+    seg_rows: usize,
+) -> Result<()> {
+    let mut segment = 0usize;
+    let mut segment_rows = 0usize;
+    let mut open = false;
+    let send = |segment: usize, m: SegmentMessage| -> Result<()> {
+        senders[segment % senders.len()]
+            .send(m)
+            .map_err(|_| job.cancelled())
+    };
+    loop {
+        match rx.recv() {
+            Ok(LoadMessage::Batch(batch)) => {
+                let mut offset = 0;
+                while offset < batch.num_rows() {
+                    if !open {
+                        send(segment, SegmentMessage::Start(segment))?;
+                        open = true;
+                    }
+                    let take = (seg_rows - segment_rows).min(batch.num_rows() - offset);
+                    if !shared.reserve(take, budget) {
+                        return Err(job.cancelled());
+                    }
+                    send(segment, SegmentMessage::Batch(batch.slice(offset, take)))?;
+                    offset += take;
+                    segment_rows += take;
+                    if segment_rows == seg_rows {
+                        send(segment, SegmentMessage::End)?;
+                        segment += 1;
+                        segment_rows = 0;
+                        open = false;
+                    }
+                }
+            }
+            Ok(LoadMessage::Commit) => {
+                if open {
+                    send(segment, SegmentMessage::End)?;
+                }
+                return Ok(());
+            }
+            Err(_) => return Err(job.cancelled()),
+        }
+    }
+}
+
+/// One worker: for each segment it is dealt, a transaction, an appender, and
+/// a commit in the segment's turn. Returns the rows it committed.
+fn append_segments(
+    job: &LoadJob<'_>,
+    raw: &RawConnection,
+    rx: Receiver<SegmentMessage>,
+    shared: &Shared,
+) -> Result<u64> {
+    let mut rows = 0u64;
+    loop {
+        let segment = match rx.recv() {
+            Ok(SegmentMessage::Start(segment)) => segment,
+            Ok(_) => return Err(Error::Arrow(job.ctx("a segment arrived without its start"))),
+            Err(_) => return Ok(rows),
+        };
+        raw.execute("BEGIN TRANSACTION")
+            .map_err(|e| Error::sql_text(job.ctx("starting a transaction"), e))?;
+        let mut segment_rows = 0u64;
+        let mut appender = raw
+            .appender(job.staging, job.schema)
+            .map_err(|e| Error::sql_text(job.ctx("opening the appender"), e))?;
+        loop {
+            match rx.recv() {
+                Ok(SegmentMessage::Batch(batch)) => {
+                    let n = batch.num_rows();
+                    let appended = normalize_batch(batch, job.schema).and_then(|batch| {
+                        appender
+                            .append(&batch)
+                            .map_err(|e| Error::sql_text(job.ctx("appending rows"), e))
+                    });
+                    shared.release(n);
+                    appended?;
+                    segment_rows += n as u64;
+                }
+                Ok(SegmentMessage::End) => break,
+                Ok(SegmentMessage::Start(_)) => {
+                    return Err(Error::Arrow(job.ctx("a segment started inside another")))
+                }
+                Err(_) => return Err(job.cancelled()),
+            }
+        }
+        appender
+            .close()
+            .map_err(|e| Error::sql_text(job.ctx("flushing the appender"), e))?;
+        if !shared.wait_turn(segment) {
+            return Err(job.cancelled());
+        }
+        raw.execute("COMMIT")
+            .map_err(|e| Error::sql_text(job.ctx("committing a segment"), e))?;
+        shared.committed();
+        rows += segment_rows;
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Cancelled(m) => Error::Cancelled(m.clone()),
+        Error::Config(m) => Error::Config(m.clone()),
+        e => Error::Arrow(e.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +724,47 @@ mod tests {
             )
             .unwrap();
         assert_eq!(staging, 0);
+    }
+
+    #[test]
+    fn parallel_load_commits_segments_in_the_input_order() {
+        let db = Database::in_memory().unwrap();
+        let conn = db.connect().unwrap();
+        conn.execute_batch("SET threads = 3").unwrap();
+        assert_eq!(load_workers(&conn).unwrap(), 3);
+        let rows = 3 * segment_rows(3) + 1_000;
+        let ids: Vec<i64> = (0..rows as i64).collect();
+        let mut load =
+            TableLoad::start(&db, "t", &batch(&[0]).schema(), WriteMode::Create).unwrap();
+        for part in ids.chunks(50_000) {
+            load.append(batch(part)).unwrap();
+        }
+        assert_eq!(load.commit().unwrap(), rows as u64);
+        let misplaced: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM (SELECT id, name, row_number() OVER () - 1 AS pos FROM t) \
+                 WHERE id <> pos OR name <> 'n' || pos",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(count(&conn, "t"), rows as i64);
+        assert_eq!(misplaced, 0);
+        let setting: String = conn
+            .query_row(
+                "SELECT current_setting('write_buffer_row_group_count')::VARCHAR",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(setting, "5", "the load puts DuckDB's default back");
+    }
+
+    #[test]
+    fn segments_are_whole_row_groups_one_per_worker_at_least_two() {
+        assert_eq!(segment_rows(1), 2 * ROW_GROUP_ROWS);
+        assert_eq!(segment_rows(2), 2 * ROW_GROUP_ROWS);
+        assert_eq!(segment_rows(4), 4 * ROW_GROUP_ROWS);
     }
 
     #[test]

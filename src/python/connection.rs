@@ -159,7 +159,9 @@ impl PyConnection {
 
     /// Writes Arrow data (or a pandas DataFrame) to a table through a staging
     /// table swapped in atomically. ``mode``: ``"create"`` (fail if it
-    /// exists), ``"replace"`` or ``"append"``. Returns the rows written.
+    /// exists), ``"replace"`` or ``"append"``. With ``threads`` > 1, up to
+    /// four Appenders load in parallel, keeping the input's row order.
+    /// Returns the rows written.
     ///
     /// >>> con.write_table("scores", polars_df, mode="replace")
     #[pyo3(signature = (name, data, mode="create"))]
