@@ -11,7 +11,8 @@ use duckdb::Connection;
 use super::stream::Poll;
 use super::types::{arrow_to_duckdb_sql, normalize_batch, normalize_schema};
 use crate::backend::{
-    check_table_name, quote_ident, relation_exists, staging_name, Database, RawConnection,
+    check_table_name, quote_ident, relation_exists, staging_name, Database, RawAppender,
+    RawConnection,
 };
 use crate::error::{Error, Result};
 
@@ -257,6 +258,21 @@ impl LoadJob<'_> {
         ))
     }
 
+    /// An appender into the staging table on `raw`.
+    fn appender<'c>(&self, raw: &'c RawConnection) -> Result<RawAppender<'c>> {
+        raw.appender(self.staging, self.schema)
+            .map_err(|e| Error::sql_text(self.ctx("opening the appender"), e))
+    }
+
+    /// Appends one batch (normalised to the load's schema); returns its rows.
+    fn append(&self, appender: &mut RawAppender<'_>, batch: RecordBatch) -> Result<u64> {
+        let batch = normalize_batch(batch, self.schema)?;
+        appender
+            .append(&batch)
+            .map_err(|e| Error::sql_text(self.ctx("appending rows"), e))?;
+        Ok(batch.num_rows() as u64)
+    }
+
     /// The statements that put the finished staging table in place of (or
     /// into) the target, run inside the caller's transaction.
     fn swap_sql(&self, conn: &Connection) -> Result<String> {
@@ -314,18 +330,10 @@ fn run_load(job: &LoadJob<'_>, conn: &Connection, rx: Receiver<LoadMessage>) -> 
         .map_err(|e| Error::sql_text(job.ctx("creating the staging table"), e))?;
     let mut rows = 0u64;
     {
-        let mut appender = raw
-            .appender(job.staging, job.schema)
-            .map_err(|e| Error::sql_text(job.ctx("opening the appender"), e))?;
+        let mut appender = job.appender(raw)?;
         loop {
             match rx.recv() {
-                Ok(LoadMessage::Batch(batch)) => {
-                    let batch = normalize_batch(batch, job.schema)?;
-                    rows += batch.num_rows() as u64;
-                    appender
-                        .append(&batch)
-                        .map_err(|e| Error::sql_text(job.ctx("appending rows"), e))?;
-                }
+                Ok(LoadMessage::Batch(batch)) => rows += job.append(&mut appender, batch)?,
                 Ok(LoadMessage::Commit) => break,
                 Err(_) => return Err(job.cancelled()),
             }
@@ -603,21 +611,14 @@ fn append_segments(
         raw.execute("BEGIN TRANSACTION")
             .map_err(|e| Error::sql_text(job.ctx("starting a transaction"), e))?;
         let mut segment_rows = 0u64;
-        let mut appender = raw
-            .appender(job.staging, job.schema)
-            .map_err(|e| Error::sql_text(job.ctx("opening the appender"), e))?;
+        let mut appender = job.appender(raw)?;
         loop {
             match rx.recv() {
                 Ok(SegmentMessage::Batch(batch)) => {
                     let n = batch.num_rows();
-                    let appended = normalize_batch(batch, job.schema).and_then(|batch| {
-                        appender
-                            .append(&batch)
-                            .map_err(|e| Error::sql_text(job.ctx("appending rows"), e))
-                    });
+                    let appended = job.append(&mut appender, batch);
                     shared.release(n);
-                    appended?;
-                    segment_rows += n as u64;
+                    segment_rows += appended?;
                 }
                 Ok(SegmentMessage::End) => break,
                 Ok(SegmentMessage::Start(_)) => {
