@@ -45,15 +45,16 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def spawn_worker(script: str, spec: dict, timeout: float) -> dict:
+def spawn_worker(script: str, spec: dict, timeout: float, python: str | None = None) -> dict:
     """Run ``script --worker <spec as JSON>`` in a fresh interpreter (so each
     measurement starts from an empty process); its last stdout line is JSON.
-    A failure or timeout comes back as ``{"error": ...}``."""
+    ``python`` is the interpreter (default: this one). A failure or timeout
+    comes back as ``{"error": ...}``."""
     import json
     import os
     import subprocess
 
-    cmd = [sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)]
+    cmd = [python or sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -64,3 +65,28 @@ def spawn_worker(script: str, spec: dict, timeout: float) -> dict:
         return {"error": f"exit status {proc.returncode}\n{tail}"}
     result: dict = json.loads(lines[-1])
     return result
+
+
+def peer_python_for(spec: dict, peer_sides: tuple[str, ...]) -> str | None:
+    """The interpreter for ``spec``'s side: ``spec["peer_python"]`` (from
+    ``--peer-python``) for the duckdb-python sides, else this one."""
+    return spec.get("peer_python") if spec.get("side") in peer_sides else None
+
+
+def peer_duckdb_version(python: str) -> str:
+    """duckdb-python's version under another interpreter (``--peer-python``)."""
+    import subprocess
+
+    probe = "import duckdb, platform; print(duckdb.__version__, platform.python_version())"
+    proc = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"--peer-python {python}: cannot import duckdb ({proc.stderr.strip()})")
+    duckdb_version, python_version = proc.stdout.split()
+    return f"{duckdb_version} (python {python_version} at {python})"
+
+
+PEER_PYTHON_HELP = (
+    "run the duckdb-python side(s) with this interpreter instead, e.g. a virtualenv "
+    "with duckdb==1.5.6 (the DuckDB duckmerge embeds); it needs duckdb, pandas, "
+    "pyarrow and numpy"
+)

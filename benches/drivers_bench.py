@@ -55,6 +55,7 @@ Usage (from the repository root, with duckmerge built into the environment)::
     python benches/drivers_bench.py --rows 200000 --big-rows 1000000
     python benches/drivers_bench.py --big-rows 0 --repeat 3  # no memory-growth check
     python benches/drivers_bench.py --workdir /tmp/dm-bench --markdown  # CSVs kept for next time
+    python benches/drivers_bench.py --peer-python /tmp/peer156/bin/python  # peer: another venv's duckdb
 
 Exit status: 0 when every run worked, 1 when a run failed (or, with
 ``--strict``, when a target was missed), 2 when a needed package is missing.
@@ -74,7 +75,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _measure import cpu_seconds, peak_rss_mb, reset_peak_rss, spawn_worker, sql_string  # noqa: E402 (benches/ is on sys.path)
+from _measure import (
+    PEER_PYTHON_HELP,
+    cpu_seconds,
+    peak_rss_mb,
+    peer_duckdb_version,
+    peer_python_for,
+    reset_peak_rss,
+    spawn_worker,
+    sql_string,
+)  # noqa: E402 (benches/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 TABLE = "t"
@@ -85,8 +95,7 @@ NEEDED = ("duckmerge", "duckdb", "pandas", "pyarrow")
 CALLS = {
     ("extract", "duckmerge"): 'CsvExtractor().run(step_id="t", config={"path": csv}, ctx=session)',
     ("extract", "duckmerge-plain"): (
-        'CsvExtractor().run(step_id="t", config={"path": csv, "compress_text": False}, '
-        "ctx=session)"
+        'CsvExtractor().run(step_id="t", config={"path": csv, "compress_text": False}, ctx=session)'
     ),
     ("extract", "duckdb"): "CREATE TABLE t AS SELECT * FROM read_csv('<csv>')",
     ("extract", "pandas"): (
@@ -113,16 +122,8 @@ CALLS = {
 # --------------------------------------------------------------------------- worker
 
 
-
-
-
-
-
-
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
 
 
 class Clock:
@@ -314,7 +315,7 @@ class Measurement:
 
 def spawn(spec: dict, timeout: float) -> dict:
     """Run one operation in a fresh interpreter; its last stdout line is JSON."""
-    return spawn_worker(__file__, spec, timeout)
+    return spawn_worker(__file__, spec, timeout, python=peer_python_for(spec, ("duckdb", "pandas")))
 
 
 def warm_page_cache(path: Path) -> None:
@@ -490,6 +491,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--peer-python", metavar="PATH", help=PEER_PYTHON_HELP)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rows < 1 or args.repeat < 1 or args.threads < 1 or args.big_rows < 0:
@@ -504,6 +506,8 @@ def main(argv: list[str]) -> int:
         return 0
 
     found = versions()
+    if args.peer_python:
+        found["duckdb"] = peer_duckdb_version(args.peer_python)
     missing = [name for name in NEEDED if found[name] == "not installed"]
     if missing:
         log(f"drivers_bench.py needs {', '.join(missing)} importable in {sys.executable}")
@@ -515,7 +519,11 @@ def main(argv: list[str]) -> int:
     runs_dir = workdir / "runs"
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir()
-    base = {"threads": args.threads, "memory_limit": args.memory_limit}
+    base = {
+        "threads": args.threads,
+        "memory_limit": args.memory_limit,
+        "peer_python": args.peer_python,
+    }
     sizes = [args.rows] + ([args.big_rows] if args.big_rows else [])
     results: dict[tuple[str, str, int], Measurement] = {}
     files: dict[int, Path] = {}

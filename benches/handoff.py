@@ -36,6 +36,7 @@ Usage (from the repository root, with duckmerge built into the environment)::
     python benches/handoff.py                       # 1,000,000 rows, best of 3
     python benches/handoff.py --rows 200000 --repeat 1
     python benches/handoff.py --markdown            # also a table for the README
+    python benches/handoff.py --peer-python /tmp/peer156/bin/python  # peer: another venv's duckdb
 
 Exit status: 0 when every run worked, 1 when a run failed (or, with
 ``--strict``, when a target was missed), 2 when duckmerge or duckdb is missing.
@@ -54,7 +55,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _measure import peak_rss_mb, reset_peak_rss, spawn_worker, sql_string  # noqa: E402 (benches/ is on sys.path)
+from _measure import (
+    PEER_PYTHON_HELP,
+    peak_rss_mb,
+    peer_duckdb_version,
+    peer_python_for,
+    reset_peak_rss,
+    spawn_worker,
+    sql_string,
+)  # noqa: E402 (benches/ is on sys.path)
 
 TABLE = "t"
 OPERATIONS = ("to_arrow", "to_pandas", "write_table")
@@ -144,12 +153,6 @@ def make_frame(rows: int, seed: int):
 
 
 # --------------------------------------------------------------------------- worker
-
-
-
-
-
-
 
 
 def open_duckdb(db_path: str, spec: dict, read_only: bool):
@@ -285,7 +288,7 @@ class Measurement:
 
 def spawn(spec: dict, timeout: float) -> dict:
     """Run one operation in a fresh interpreter; its last stdout line is JSON."""
-    return spawn_worker(__file__, spec, timeout)
+    return spawn_worker(__file__, spec, timeout, python=peer_python_for(spec, ("duckdb",)))
 
 
 def warm_page_cache(path: Path) -> None:
@@ -416,6 +419,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--markdown", action="store_true", help="also print the table as markdown for the README"
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--peer-python", metavar="PATH", help=PEER_PYTHON_HELP)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.ops = [op.strip() for op in args.ops.split(",") if op.strip()]
@@ -434,6 +438,8 @@ def main(argv: list[str]) -> int:
         return 0
 
     found = versions()
+    if args.peer_python:
+        found["duckdb"] = peer_duckdb_version(args.peer_python)
     missing = [
         name
         for name in ("duckmerge", "duckdb", "pyarrow", "pandas", "numpy")
@@ -447,6 +453,7 @@ def main(argv: list[str]) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     session_dir = workdir / "session"
     base = {
+        "peer_python": args.peer_python,
         "rows": args.rows,
         "seed": args.seed,
         "threads": args.threads,

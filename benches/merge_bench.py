@@ -55,6 +55,7 @@ Usage (from the repository root, with duckmerge built into the environment)::
     python benches/merge_bench.py --rows 10000000 --only ours       # the 10M check
     python benches/merge_bench.py --repeat 3 --markdown             # a README table
     python benches/merge_bench.py --no-compress-text                # text stored uncompressed
+    python benches/merge_bench.py --peer-python /tmp/peer156/bin/python  # old SQL on another duckdb
     python benches/merge_bench.py --rows 10000000 --generate-only   # just make the CSVs
 
 Generated files are cached in ``--data-dir`` (default
@@ -81,7 +82,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _measure import cpu_seconds, peak_rss_mb, spawn_worker, sql_string  # noqa: E402 (benches/ is on sys.path)
+from _measure import (
+    PEER_PYTHON_HELP,
+    cpu_seconds,
+    peak_rss_mb,
+    peer_duckdb_version,
+    peer_python_for,
+    spawn_worker,
+    sql_string,
+)  # noqa: E402 (benches/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 SIDES = ("ours", "old")
@@ -97,12 +106,6 @@ PHONE_KEY = {"column": "phone", "normalize": "phone", "default_region": "CZ"}
 
 
 # --------------------------------------------------------------------------- worker
-
-
-
-
-
-
 
 
 def quote_ident(name: str) -> str:
@@ -346,7 +349,7 @@ class Measurement:
 
 def spawn(spec: dict, timeout: float) -> dict:
     """Run one merge in a fresh interpreter; its last stdout line is JSON."""
-    return spawn_worker(__file__, spec, timeout)
+    return spawn_worker(__file__, spec, timeout, python=peer_python_for(spec, ("old",)))
 
 
 def count_csv_rows(path: Path, threads: int) -> int:
@@ -604,6 +607,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="only make sure the input CSVs exist in --data-dir (print their paths) and stop",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--peer-python", metavar="PATH", help=PEER_PYTHON_HELP)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.vendor_rows is None:
@@ -622,6 +626,8 @@ def main(argv: list[str]) -> int:
         return 0
 
     found = versions()
+    if args.peer_python:
+        found["duckdb"] = peer_duckdb_version(args.peer_python)
     missing = [name for name in ("duckmerge", "duckdb") if found[name] == "not installed"]
     if missing:
         log(f"merge_bench.py needs {', '.join(missing)} importable in {sys.executable}")
@@ -649,6 +655,7 @@ def main(argv: list[str]) -> int:
                 run_dir = runs_root / f"{side}-{run}"
                 spec = {
                     "side": side,
+                    "peer_python": args.peer_python,
                     "original": str(original),
                     "vendors": [str(v) for v in vendors],
                     "out": str(run_dir / "out.csv"),

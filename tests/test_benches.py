@@ -1,0 +1,72 @@
+"""The benchmark scripts still run end to end (tiny sizes), including
+``--peer-python``, which runs duckdb-python's side under another interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_handoff_runs_the_peer_under_the_given_interpreter(tmp_path: Path) -> None:
+    # A wrapper: a path of its own that only this option can have put in the report.
+    peer = tmp_path / "peer-python"
+    calls = tmp_path / "calls.log"
+    peer.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{sys.executable}" "$@"\n')
+    peer.chmod(0o755)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benches" / "handoff.py"),
+            "--rows",
+            "3000",
+            "--repeat",
+            "1",
+            "--peer-python",
+            str(peer),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"duckdb {duckdb.__version__} (python " in proc.stdout
+    assert f"at {peer})" in proc.stdout
+    # every duckdb-python measurement, and only those, ran under the wrapper
+    workers = [line for line in calls.read_text().splitlines() if "--worker" in line]
+    assert len(workers) == 3, workers
+    assert all('"side": "duckdb"' in line for line in workers), workers
+    assert sorted(
+        op
+        for op in ("to_arrow", "to_pandas", "write_table")
+        if any(f'"op": "{op}"' in line for line in workers)
+    ) == ["to_arrow", "to_pandas", "write_table"]
+
+
+def test_a_peer_python_without_duckdb_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "python-without-duckdb"
+    fake.write_text("#!/bin/sh\nexec " + sys.executable + ' -S -I "$@"\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benches" / "handoff.py"),
+            "--rows",
+            "3000",
+            "--repeat",
+            "1",
+            "--peer-python",
+            str(fake),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "cannot import duckdb" in proc.stdout + proc.stderr
