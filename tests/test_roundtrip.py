@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import duckmerge
@@ -68,6 +70,16 @@ ROUNDTRIP_CASES: list[tuple[str, pa.DataType, list[Any]]] = [
 ]
 
 
+@pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
+def session(request: pytest.FixtureRequest, session_path: Path) -> Iterator[duckmerge.Session]:
+    """One thread (one Appender) and two (parallel Appenders): each round trip runs on both."""
+    s = duckmerge.Session(session_path, threads=request.param)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def assert_same_table(actual: object, expected: pa.Table) -> None:
     """Same column names, types and values (row order included)."""
     assert isinstance(actual, pa.Table), f"expected a pyarrow.Table, got {type(actual)!r}"
@@ -106,6 +118,25 @@ def test_all_types_in_one_table_roundtrip(session: duckmerge.Session) -> None:
 
     assert session.write_table("everything", table) == rows
     assert_same_table(session.table("everything").to_arrow(), table)
+
+
+def test_all_types_roundtrip_across_parallel_segments(session_path: Path) -> None:
+    # Two Appenders take segments of 2 x 122,880 rows in turn: 600,000 rows
+    # make three segments, and every type crosses the segment boundaries.
+    rows = 600_000
+    columns: dict[str, pa.Array] = {}
+    for name, arrow_type, values in ROUNDTRIP_CASES:
+        cycle = pa.array(values, type=arrow_type)
+        columns[name] = pa.concat_arrays([cycle] * (rows // len(values) + 1)).slice(0, rows)
+    columns["pos"] = pa.array(range(rows), pa.int64())
+    table = pa.table(columns)
+
+    with duckmerge.Session(session_path, threads=2) as s:
+        assert s.write_table("everything", table) == rows
+        out = s.table("everything").to_arrow()
+    assert out.schema.equals(table.schema, check_metadata=False)
+    assert out.column("pos").to_pylist() == list(range(rows))
+    assert out.equals(table)
 
 
 def test_multi_batch_input_keeps_row_order(session: duckmerge.Session) -> None:
@@ -380,4 +411,3 @@ def test_arrow_c_stream_ignores_a_requested_schema_it_cannot_cast_to(
     out = pa.RecordBatchReader._import_from_c_capsule(capsule).read_all()
     assert out.schema.names == ["id", "name"]
     assert out.column("id").to_pylist() == [1, 2, 3]
-
