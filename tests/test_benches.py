@@ -12,28 +12,29 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def wrapper(path: Path, body: str) -> Path:
+    """An executable shell script at ``path`` ending in ``body``."""
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def run_handoff(peer: Path) -> subprocess.CompletedProcess[str]:
+    """``benches/handoff.py`` on 3,000 rows, once, with ``--peer-python peer``."""
+    cmd = [sys.executable, str(ROOT / "benches" / "handoff.py"), "--rows", "3000"]
+    cmd += ["--repeat", "1", "--peer-python", str(peer)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+
+
 def test_handoff_runs_the_peer_under_the_given_interpreter(tmp_path: Path) -> None:
     # A wrapper: a path of its own that only this option can have put in the report.
-    peer = tmp_path / "peer-python"
     calls = tmp_path / "calls.log"
-    peer.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{sys.executable}" "$@"\n')
-    peer.chmod(0o755)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benches" / "handoff.py"),
-            "--rows",
-            "3000",
-            "--repeat",
-            "1",
-            "--peer-python",
-            str(peer),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    peer = wrapper(
+        tmp_path / "peer-python", f'echo "$@" >> "{calls}"\nexec "{sys.executable}" "$@"'
     )
+
+    proc = run_handoff(peer)
+
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"duckdb {duckdb.__version__} (python " in proc.stdout
     assert f"at {peer})" in proc.stdout
@@ -49,24 +50,10 @@ def test_handoff_runs_the_peer_under_the_given_interpreter(tmp_path: Path) -> No
 
 
 def test_a_peer_python_without_duckdb_is_refused(tmp_path: Path) -> None:
-    fake = tmp_path / "python-without-duckdb"
-    fake.write_text("#!/bin/sh\nexec " + sys.executable + ' -S -I "$@"\n')
-    fake.chmod(0o755)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benches" / "handoff.py"),
-            "--rows",
-            "3000",
-            "--repeat",
-            "1",
-            "--peer-python",
-            str(fake),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    # -S -I: no site-packages, so no duckdb.
+    fake = wrapper(tmp_path / "python-without-duckdb", f'exec "{sys.executable}" -S -I "$@"')
+
+    proc = run_handoff(fake)
+
     assert proc.returncode != 0
     assert "cannot import duckdb" in proc.stdout + proc.stderr
