@@ -11,7 +11,9 @@ What it shows:
 * reading back with ``table(name).to_arrow()``, ``.to_pandas()`` and
   ``.to_polars()``, and handing a result to any Arrow consumer through
   ``__arrow_c_stream__`` (``pyarrow.table(result)``, ``polars.DataFrame(result)``);
-* ``sql(...)`` with ``?`` parameters: values are bound, never pasted into SQL.
+* ``sql(...)`` with ``?`` parameters: values are bound, never pasted into SQL;
+* a larger load in a session with ``threads=2``: two Appenders load at once
+  and the table keeps the input's row order.
 
 pandas, polars and pyarrow are all optional: a section whose library is not
 installed is skipped with a note. Run it from the repository root::
@@ -25,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import sys
+import time
 
 import duckmerge
 
@@ -150,6 +153,24 @@ def from_pyarrow(ctx: duckmerge.Session) -> None:
     print(pa.table(tagged).to_pylist())
 
 
+def parallel_load() -> None:
+    section("600,000 rows with threads=2: parallel Appenders, input order kept")
+    rows = 600_000
+    ids = pa.array(range(rows), pa.int64())
+    data = pa.table(
+        {"id": ids, "bucket": pa.compute.cast(pa.compute.bit_wise_and(ids, 7), pa.int8())}
+    )
+    with duckmerge.Session(threads=2) as ctx:  # a temporary session of its own
+        start = time.perf_counter()
+        written = ctx.write_table("big", data)
+        seconds = time.perf_counter() - start
+        back = ctx.table("big").to_arrow()
+        in_order = back.column("id").equals(data.column("id"))
+        print(
+            f"write_table('big', 600k rows) -> {written} rows in {seconds:.2f} s; same order: {in_order}"
+        )
+
+
 def main(argv: list[str]) -> int:
     session_path = argv[1] if len(argv) > 1 else None
     with duckmerge.Session(session_path) as ctx:
@@ -166,6 +187,8 @@ def main(argv: list[str]) -> int:
             print(
                 f"{name}: {len(result)} rows, columns {result.columns}, first row {result.fetchone()}"
             )
+    if pa is not None:
+        parallel_load()
     return 0
 
 
