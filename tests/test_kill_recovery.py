@@ -149,3 +149,83 @@ def test_sigkill_mid_load_keeps_previous_table_and_leaves_no_staging(tmp_path):
         assert con.execute("SELECT * FROM big ORDER BY id").fetchall() == SMALL_ROWS
     finally:
         con.close()
+
+
+PARALLEL_CHILD = textwrap.dedent(
+    """
+    import sys, time
+
+    import duckmerge
+    import pyarrow as pa
+
+    session = duckmerge.Session(sys.argv[1], threads=2)
+    session.write_table("t", pa.table({"id": [1, 2, 3]}))
+    schema = pa.schema([("id", pa.int64())])
+
+    def committed_rows():
+        # rows already committed to the load's staging table (seen from another connection)
+        names = [r[0] for r in session.sql(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '_duckmerge_staging_%'"
+        ).fetchall()]
+        return sum(session.sql(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names)
+
+    def batches():
+        start = 0
+        while True:  # endless: only the kill ends this load
+            yield pa.record_batch([pa.array(range(start, start + 50_000), pa.int64())], schema=schema)
+            start += 50_000
+            if start % 500_000 == 0:
+                print("COMMITTED", committed_rows(), flush=True)
+            time.sleep(0.01)
+
+    print("READY", flush=True)
+    session.write_table("t", pa.RecordBatchReader.from_batches(schema, batches()), mode="replace")
+    print("DONE", flush=True)
+    """
+)
+
+
+def test_sigkill_mid_parallel_write_table_keeps_previous_table(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With two Appenders, segments are committed to the staging table while
+    the load runs; a kill leaves them on disk, and the next open drops them."""
+    session_dir = tmp_path / "s"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PARALLEL_CHILD, str(session_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    committed = 0
+    try:
+        lines = read_lines(proc)
+        deadline = time.monotonic() + 120
+        while committed == 0 and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            assert line is not None, child_report(proc)
+            if line.startswith("COMMITTED"):
+                committed = int(line.split()[1])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        while lines.get(timeout=30) is not None:  # drain until the pipe closes
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert committed > 0, "no segment was committed before the kill"
+
+    caplog.set_level("WARNING")
+    with duckmerge.Session(session_dir) as s:
+        assert table_rows(s, "t") == [(1,), (2,), (3,)]
+        assert staging_tables(s) == []
+    # the killed load's committed segments were there, and the open dropped them
+    assert any("dropped 1 staging table" in r.getMessage() for r in caplog.records)
