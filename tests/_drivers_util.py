@@ -5,6 +5,7 @@ Not a test module: pytest collects only ``test_*.py``.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,13 @@ def all_table_names(ctx_or_con: Any) -> list[str]:
 
 def staging_tables(ctx_or_con: Any) -> list[str]:
     return [t for t in all_table_names(ctx_or_con) if "staging" in t.lower()]
+
+
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    """Kills ``proc`` if it still runs, waits for it and closes its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _drivers_util import stop_child
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
 
@@ -108,9 +109,4 @@ def test_ctrl_c_interrupts_query_and_session_survives(tmp_path: Path) -> None:
         stderr = proc.stderr.read()
         assert returncode == 0, stderr
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop_child(proc)

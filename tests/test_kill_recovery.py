@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import duckmerge
 import pytest
-from _drivers_util import staging_tables, table_rows, write_bytes
+from _drivers_util import staging_tables, stop_child, table_rows, write_bytes
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL needs POSIX")
 
@@ -126,12 +126,7 @@ def test_sigkill_mid_load_keeps_previous_table_and_leaves_no_staging(tmp_path):
         if any(line.startswith("DONE") for line in remaining):
             pytest.skip("the load finished just before the kill; nothing to recover")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop_child(proc)
 
     with duckmerge.Session(session_path) as session:
         assert table_rows(session, "big") == SMALL_ROWS
@@ -215,12 +210,7 @@ def test_sigkill_mid_parallel_write_table_keeps_previous_table(
         while lines.get(timeout=30) is not None:  # drain until the pipe closes
             pass
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop_child(proc)
     assert committed > 0, "no segment was committed before the kill"
 
     caplog.set_level("WARNING")
