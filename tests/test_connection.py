@@ -92,6 +92,46 @@ def test_table_reads_the_named_table(session: duckmerge.Session) -> None:
     assert conn.table("with space").fetchall() == [(5,)]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_table_to_arrow_keeps_table_order_with_parallel_conversion(
+    tmp_path: Path, threads: int
+) -> None:
+    # ``table()`` converts in DuckDB's worker threads and puts the chunks back
+    # in table order; the result must be what ``SELECT *`` streams, row for row.
+    with duckmerge.Session(tmp_path / "s", threads=threads) as s:
+        s.execute(
+            "create table t as select range as i, 'v' || range as s, "
+            "case when range % 10 = 0 then null else range * 0.5 end as f, "
+            "[range, range + 1] as l, {'k': range % 3} as st "
+            "from range(700000)"
+        )
+        s.execute("delete from t where i % 11 = 4")  # holes in rowid
+        fast = s.table("t").to_arrow()
+        streamed = s.sql("select * from t").to_arrow()
+        assert fast.schema == streamed.schema
+        assert fast.equals(streamed)
+        ids = fast.column("i").to_pylist()
+        assert ids == [i for i in range(700000) if i % 11 != 4]
+        # pandas and polars go through the same batches.
+        assert s.table("t").to_pandas()["i"].tolist() == ids
+
+
+def test_table_of_a_view_or_with_a_rowid_column_reads_correctly(
+    session: duckmerge.Session,
+) -> None:
+    conn = session.get_db_connection()
+    conn.execute("create table base as select range as i from range(5000)")
+    conn.execute("create view v as select i * 2 as d from base where i < 3000")
+    assert conn.table("v").to_arrow().column("d").to_pylist() == [2 * i for i in range(3000)]
+    # A column called rowid hides DuckDB's own; its values are returned as they are.
+    conn.execute("create table r as select 4999 - range as rowid, range as x from range(5000)")
+    got = conn.table("r").to_arrow()
+    assert got.column("x").to_pylist() == list(range(5000))
+    assert got.column("rowid").to_pylist() == [4999 - i for i in range(5000)]
+    conn.execute('create table "__duckmerge_row" as select 7 as "__duckmerge_row"')
+    assert conn.table("__duckmerge_row").fetchall() == [(7,)]
+
+
 def test_syntax_error_raises_sql_error_with_duckdb_message(session: duckmerge.Session) -> None:
     conn = session.get_db_connection()
     with pytest.raises(duckmerge.SqlError) as info:

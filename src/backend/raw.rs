@@ -21,7 +21,7 @@ const VECTOR_SIZE: usize = 2048;
 ///
 /// # Safety
 /// `ptr` must be null or point to a NUL-terminated string alive for the call.
-unsafe fn c_text(ptr: *const std::os::raw::c_char, fallback: &str) -> String {
+pub(super) unsafe fn c_text(ptr: *const std::os::raw::c_char, fallback: &str) -> String {
     if ptr.is_null() {
         fallback.to_string()
     } else {
@@ -33,7 +33,7 @@ unsafe fn c_text(ptr: *const std::os::raw::c_char, fallback: &str) -> String {
 }
 
 /// Takes a `duckdb_error_data`: its message if it holds an error. Destroys it.
-fn take_error(mut err: ffi::duckdb_error_data) -> Option<String> {
+pub(super) fn take_error(mut err: ffi::duckdb_error_data) -> Option<String> {
     if err.is_null() {
         return None;
     }
@@ -64,7 +64,7 @@ unsafe impl Send for RawDatabase {}
 // SAFETY: as above; `connect` only reads the handle.
 unsafe impl Sync for RawDatabase {}
 
-fn c_string(s: &str) -> Result<CString, String> {
+pub(super) fn c_string(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
 }
 
@@ -107,7 +107,16 @@ impl RawDatabase {
             };
             return Err(message);
         }
-        Ok(RawDatabase { db })
+        let db = RawDatabase { db };
+        // `Result.to_arrow()` of a table converts in DuckDB's workers through
+        // this aggregate; without it, tables are streamed like any query.
+        if let Err(e) = db
+            .raw_connection()
+            .and_then(|c| super::collect::register(&c))
+        {
+            log::warn!("{e}; table reads fall back to streaming");
+        }
+        Ok(db)
     }
 
     /// A duckdb-rs connection to this database.
@@ -166,6 +175,11 @@ pub struct Progress {
 }
 
 impl RawConnection {
+    /// The C handle, for this module's siblings.
+    pub(super) fn handle(&self) -> ffi::duckdb_connection {
+        self.con
+    }
+
     /// Runs one or more statements; DuckDB's message on failure.
     pub fn execute(&self, sql: &str) -> Result<(), String> {
         let csql = c_string(sql)?;

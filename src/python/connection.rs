@@ -3,7 +3,7 @@ use pyo3::prelude::*;
 use super::arrow_ffi::{import_stream, BatchReader};
 use super::{extract_params, to_pyerr, wait_interruptibly, IntoPy, PyQueryResult, SharedDb};
 use crate::arrow::{TableLoad, WriteMode};
-use crate::backend::{self, quote_ident};
+use crate::backend;
 use crate::error::Error;
 
 /// A handle on a session's database. Each call uses a DuckDB connection of
@@ -100,10 +100,9 @@ pub(crate) fn table_result(py: Python<'_>, db: &SharedDb, name: &str) -> PyResul
     if !exists {
         return Err(to_pyerr(Error::table_not_found(name, None)));
     }
-    Ok(PyQueryResult::lazy(
+    Ok(PyQueryResult::of_table(
         db.clone(),
-        format!("SELECT * FROM {}", quote_ident(name)),
-        Vec::new(),
+        name,
         format!("reading table \"{name}\""),
     ))
 }

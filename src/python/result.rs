@@ -23,6 +23,9 @@ pub struct PyQueryResult {
     sql: String,
     params: Vec<Param>,
     context: String,
+    /// Set when the result is a whole table (`table(name)`): read through
+    /// the parallel collector instead of streaming `sql`.
+    table: Option<String>,
     materialized: Option<(SchemaRef, Vec<RecordBatch>)>,
     /// Rows handed out by `fetchone` so far: (all rows, position).
     cursor: Mutex<Option<(Py<PyList>, usize)>>,
@@ -36,8 +39,22 @@ impl PyQueryResult {
             sql,
             params,
             context,
+            table: None,
             materialized: None,
             cursor: Mutex::new(None),
+        }
+    }
+
+    /// All rows of `table` (whose name the caller has checked).
+    pub fn of_table(db: SharedDb, table: &str, context: String) -> Self {
+        PyQueryResult {
+            table: Some(table.to_string()),
+            ..Self::lazy(
+                db,
+                format!("SELECT * FROM {}", crate::backend::quote_ident(table)),
+                Vec::new(),
+                context,
+            )
         }
     }
 
@@ -49,12 +66,13 @@ impl PyQueryResult {
         params: Vec<Param>,
         context: String,
     ) -> PyResult<Self> {
-        let (schema, batches) = run_collect(py, &db, &sql, &params, &context)?;
+        let (schema, batches) = run_collect(py, &db, &sql, &params, &context, None)?;
         Ok(PyQueryResult {
             db,
             sql,
             params,
             context,
+            table: None,
             materialized: Some((schema, batches)),
             cursor: Mutex::new(None),
         })
@@ -63,7 +81,14 @@ impl PyQueryResult {
     fn batches(&self, py: Python<'_>) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
         match &self.materialized {
             Some((s, b)) => Ok((s.clone(), b.clone())),
-            None => run_collect(py, &self.db, &self.sql, &self.params, &self.context),
+            None => run_collect(
+                py,
+                &self.db,
+                &self.sql,
+                &self.params,
+                &self.context,
+                self.table.as_deref(),
+            ),
         }
     }
 
@@ -75,7 +100,7 @@ impl PyQueryResult {
         tail: &str,
     ) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
         let sql = format!("{select} FROM ({}) AS _duckmerge_q {tail}", self.sql);
-        run_collect(py, &self.db, &sql, &self.params, &self.context)
+        run_collect(py, &self.db, &sql, &self.params, &self.context, None)
     }
 
     fn pyarrow_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -95,17 +120,26 @@ fn run_collect(
     sql: &str,
     params: &[Param],
     context: &str,
+    table: Option<&str>,
 ) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
     // Everything is read anyway: DuckDB runs the query in parallel and its
-    // C++ converter produces the Arrow batches (see RawConnection::query_arrow).
+    // C++ converter produces the Arrow batches, for a whole table inside
+    // DuckDB's workers (RawConnection::table_arrow), otherwise on a second
+    // thread beside the fetching one (RawConnection::query_arrow).
     let con = Arc::new(db.connect_raw().py_err()?);
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let worker = con.clone();
     let (sql, params) = (sql.to_string(), params.to_vec());
+    let table = table.map(str::to_string);
     std::thread::Builder::new()
         .name("duckmerge-query".into())
         .spawn(move || {
-            let _ = tx.send(worker.query_arrow(&sql, &params));
+            let out = match table.as_deref().map(|t| worker.table_arrow(t)) {
+                Some(Ok(Some(out))) => Ok(out),
+                Some(Err(e)) => Err(e),
+                Some(Ok(None)) | None => worker.query_arrow(&sql, &params),
+            };
+            let _ = tx.send(out);
         })
         .map_err(|e| super::to_pyerr(Error::io("starting the query thread", e)))?;
     wait_interruptibly(
