@@ -176,6 +176,8 @@ impl PyQueryResult {
     }
 
     /// The rows as a ``pyarrow.Table`` (zero-copy from DuckDB's Arrow batches).
+    /// A whole table (``table(name)``) is converted by DuckDB's worker
+    /// threads in parallel, in table order.
     ///
     /// >>> session.table("crm").to_arrow().num_rows
     fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
