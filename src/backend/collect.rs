@@ -23,7 +23,7 @@ use arrow::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use duckdb::ffi;
 
 use super::quote_ident;
-use super::raw::{c_string, c_text, take_error, RawConnection};
+use super::raw::{arrow_schema, c_string, c_text, take_error, RawConnection};
 
 /// The aggregate's name (registered in each database's system catalog,
 /// never stored in the file).
@@ -239,23 +239,10 @@ fn prepared_arrow_schema(con: &RawConnection, sql: &str) -> Result<Schema, Strin
             names.iter().map(|n| n.as_ptr()).collect();
         let mut options: ffi::duckdb_arrow_options = ptr::null_mut();
         ffi::duckdb_connection_get_arrow_options(con.handle(), &mut options);
-        let mut ffi_schema = FFI_ArrowSchema::empty();
-        let err = ffi::duckdb_to_arrow_schema(
-            options,
-            types.as_mut_ptr(),
-            name_ptrs.as_mut_ptr(),
-            n,
-            (&mut ffi_schema as *mut FFI_ArrowSchema).cast(),
-        );
+        let schema = arrow_schema(options, &mut types, &mut name_ptrs);
         ffi::duckdb_destroy_arrow_options(&mut options);
-        for t in &mut types {
-            ffi::duckdb_destroy_logical_type(t);
-        }
         ffi::duckdb_destroy_prepare(&mut stmt);
-        if let Some(m) = take_error(err) {
-            return Err(m);
-        }
-        Schema::try_from(&ffi_schema).map_err(|e| e.to_string())
+        schema
     }
 }
 

@@ -331,6 +331,37 @@ fn bind_params(stmt: ffi::duckdb_prepared_statement, params: &[Param]) -> Result
     Ok(())
 }
 
+/// The Arrow schema DuckDB's converter gives columns of `types` named
+/// `names`; destroys the types.
+///
+/// # Safety
+/// `options` must be live Arrow options; `types` live logical types (not
+/// used after); `names` NUL-terminated strings, one per type.
+pub(super) unsafe fn arrow_schema(
+    options: ffi::duckdb_arrow_options,
+    types: &mut [ffi::duckdb_logical_type],
+    names: &mut [*const std::os::raw::c_char],
+) -> Result<Schema, String> {
+    let mut ffi_schema = FFI_ArrowSchema::empty();
+    // SAFETY: per the caller's contract; `ffi_schema` is released by its Drop.
+    unsafe {
+        let err = ffi::duckdb_to_arrow_schema(
+            options,
+            types.as_mut_ptr(),
+            names.as_mut_ptr(),
+            types.len() as ffi::idx_t,
+            (&mut ffi_schema as *mut FFI_ArrowSchema).cast(),
+        );
+        for t in types.iter_mut() {
+            ffi::duckdb_destroy_logical_type(t);
+        }
+        if let Some(m) = take_error(err) {
+            return Err(m);
+        }
+    }
+    Schema::try_from(&ffi_schema).map_err(|e| e.to_string())
+}
+
 /// Reads a materialised result as Arrow batches.
 ///
 /// # Safety
@@ -346,22 +377,9 @@ unsafe fn read_result_arrow(
             .collect();
         let mut names: Vec<*const std::os::raw::c_char> =
             (0..n).map(|i| ffi::duckdb_column_name(result, i)).collect();
-        let mut ffi_schema = FFI_ArrowSchema::empty();
-        let err = ffi::duckdb_to_arrow_schema(
-            options,
-            types.as_mut_ptr(),
-            names.as_mut_ptr(),
-            n,
-            (&mut ffi_schema as *mut FFI_ArrowSchema).cast(),
-        );
-        for t in &mut types {
-            ffi::duckdb_destroy_logical_type(t);
-        }
+        let schema = arrow_schema(options, &mut types, &mut names);
         let outcome = (|| {
-            if let Some(m) = take_error(err) {
-                return Err(m);
-            }
-            let schema = Arc::new(Schema::try_from(&ffi_schema).map_err(|e| e.to_string())?);
+            let schema = Arc::new(schema?);
             // This thread fetches (driving DuckDB's parallel scan); a second
             // one converts chunks to Arrow, so the two overlap.
             let (tx, rx) = std::sync::mpsc::sync_channel::<ChunkHandle>(8);
