@@ -210,21 +210,28 @@ def test_csv_error_has_path_and_line() -> None:
 
 
 def test_threads_share_one_session_without_deadlock(session: duckmerge.Session) -> None:
+    # Many chunks per table, two tables: concurrent reads must not mix rows
+    # (each read collects its own chunks from DuckDB's workers).
+    n = 30_000
     expected = pa.table(
-        {"i": pa.array(range(1000), pa.int64()), "s": pa.array([f"v{i}" for i in range(1000)])}
+        {"i": pa.array(range(n), pa.int64()), "s": pa.array([f"v{i}" for i in range(n)])}
     )
     session.write_table("t", expected)
+    session.write_table("u", pa.table({"i": pa.array(range(0, -n, -1), pa.int64())}))
 
     def work(worker: int) -> int:
         done = 0
         for q in range(25):
-            if q % 2 == 0:
+            if q % 3 == 0:
                 assert session.sql("select count(*) from range(100000)").fetchone() == (100000,)
-            else:
+            elif q % 3 == 1:
                 got = session.table("t").to_arrow()
-                assert got.num_rows == 1000
-                assert got.column("i").to_pylist() == list(range(1000))
-                assert got.column("s").to_pylist()[-1] == "v999"
+                assert got.num_rows == n
+                assert got.column("i").to_pylist() == list(range(n))
+                assert got.column("s").to_pylist()[-1] == f"v{n - 1}"
+            else:
+                got = session.table("u").to_arrow()
+                assert got.column("i").to_pylist() == list(range(0, -n, -1))
             done += 1
         return worker * 1000 + done
 
