@@ -246,6 +246,11 @@ fn prepared_arrow_schema(con: &RawConnection, sql: &str) -> Result<Schema, Strin
     }
 }
 
+/// DuckDB's message for an interrupted statement.
+fn is_interrupt(message: &str) -> bool {
+    message.contains("INTERRUPT") || message.contains("nterrupted")
+}
+
 impl RawConnection {
     /// All rows of `table` (a base table) as Arrow, converted in DuckDB's
     /// worker threads, in table order. `Ok(None)` when this path does not
@@ -262,7 +267,7 @@ impl RawConnection {
         let probe = match prepared_arrow_schema(self, &probe) {
             Ok(probe) => probe,
             // An interrupt must end the read, not send it down the other path.
-            Err(e) if e.contains("INTERRUPT") || e.contains("nterrupted") => return Err(e),
+            Err(e) if is_interrupt(&e) => return Err(e),
             Err(_) => return Ok(None), // no rowid (a view) or not a table
         };
         let columns: Vec<_> = probe.fields().iter().skip(3).cloned().collect();
@@ -303,7 +308,16 @@ impl RawConnection {
         );
         let outcome = self.execute(&sql);
         drop(registration);
-        outcome?;
+        match outcome {
+            Ok(()) => {}
+            Err(e) if is_interrupt(&e) => return Err(e),
+            // E.g. the table changed between the probe and the read: the
+            // streaming path reads it as it is now, or reports the error.
+            Err(e) => {
+                log::debug!("{COLLECT_FUNCTION} on {table:?} failed ({e}); streaming instead");
+                return Ok(None);
+            }
+        }
         let mut batches =
             std::mem::take(&mut *collector.batches.lock().unwrap_or_else(|p| p.into_inner()));
         batches.sort_unstable_by_key(|(first, _)| *first);
