@@ -97,7 +97,7 @@ impl Error {
     /// A DuckDB failure known only by its message (C API, duckdb-python).
     pub fn sql_text(context: impl Into<String>, message: impl Into<String>) -> Self {
         let (context, message) = (context.into(), message.into());
-        if message.contains("INTERRUPT") || message.contains("nterrupted") {
+        if is_interrupt_message(&message) {
             return Error::Cancelled(format!("{context}: query interrupted"));
         }
         Error::HostSql { context, message }
@@ -147,9 +147,12 @@ impl From<arrow::error::ArrowError> for Error {
 
 /// DuckDB reports an interrupted query as a failure whose text says so.
 fn is_interrupt(err: &duckdb::Error) -> bool {
-    err.to_string().contains("INTERRUPT")
-        || err.to_string().contains("Interrupted")
-        || err.to_string().contains("interrupted")
+    is_interrupt_message(&err.to_string())
+}
+
+/// True for DuckDB's message of an interrupted statement (C API text).
+pub(crate) fn is_interrupt_message(message: &str) -> bool {
+    message.contains("INTERRUPT") || message.contains("nterrupted")
 }
 
 impl From<crate::remote::RemoteError> for Error {

@@ -24,6 +24,7 @@ use duckdb::ffi;
 
 use super::quote_ident;
 use super::raw::{arrow_schema, c_string, c_text, take_error, RawConnection};
+use crate::error::is_interrupt_message;
 
 /// The aggregate's name (registered in each database's system catalog,
 /// never stored in the file).
@@ -35,15 +36,15 @@ const ROW_ALIAS: &str = "__duckmerge_row";
 /// A query's batches as the workers convert them: (first rowid, batch).
 struct Collector {
     options: ffi::duckdb_arrow_options,
-    /// The converted chunk's type: struct<token, rowid, row>.
-    chunk_type: DataType,
+    /// The converted chunk's type, struct<token, rowid, row>, made once.
+    chunk_type: FFI_ArrowSchema,
     schema: SchemaRef,
     batches: Mutex<Vec<(i64, RecordBatch)>>,
 }
 
-// SAFETY: the Arrow options are created before the query, only read while
-// it runs (DuckDB's converter takes them by const reference) and destroyed
-// after it has ended.
+// SAFETY: the Arrow options and the chunk type are created before the query,
+// only read while it runs (DuckDB's converter takes the options by const
+// reference; `from_ffi` reads the schema) and released after it has ended.
 unsafe impl Send for Collector {}
 // SAFETY: as above; the batches are behind a mutex.
 unsafe impl Sync for Collector {}
@@ -90,9 +91,8 @@ impl Collector {
         if let Some(m) = take_error(err) {
             return Err(m);
         }
-        let ffi_type = FFI_ArrowSchema::try_from(&self.chunk_type).map_err(|e| e.to_string())?;
         // SAFETY: DuckDB filled `array` with a struct array of `chunk_type`.
-        let data = unsafe { from_ffi(array, &ffi_type) }.map_err(|e| e.to_string())?;
+        let data = unsafe { from_ffi(array, &self.chunk_type) }.map_err(|e| e.to_string())?;
         let chunk = StructArray::from(data);
         let rowids = chunk.column(1).as_primitive::<Int64Type>();
         if rowids.is_empty() {
@@ -246,11 +246,6 @@ fn prepared_arrow_schema(con: &RawConnection, sql: &str) -> Result<Schema, Strin
     }
 }
 
-/// DuckDB's message for an interrupted statement.
-fn is_interrupt(message: &str) -> bool {
-    message.contains("INTERRUPT") || message.contains("nterrupted")
-}
-
 impl RawConnection {
     /// All rows of `table` (a base table) as Arrow, converted in DuckDB's
     /// worker threads, in table order. `Ok(None)` when this path does not
@@ -267,7 +262,7 @@ impl RawConnection {
         let probe = match prepared_arrow_schema(self, &probe) {
             Ok(probe) => probe,
             // An interrupt must end the read, not send it down the other path.
-            Err(e) if is_interrupt(&e) => return Err(e),
+            Err(e) if is_interrupt_message(&e) => return Err(e),
             Err(_) => return Ok(None), // no rowid (a view) or not a table
         };
         let columns: Vec<_> = probe.fields().iter().skip(3).cloned().collect();
@@ -278,6 +273,7 @@ impl RawConnection {
             return Ok(None); // the table's own rowid column hides DuckDB's
         }
         let chunk_type = DataType::Struct(probe.fields().iter().take(3).cloned().collect());
+        let chunk_type = FFI_ArrowSchema::try_from(&chunk_type).map_err(|e| e.to_string())?;
         let DataType::Struct(row_fields) = probe.field(2).data_type() else {
             return Ok(None);
         };
@@ -310,7 +306,7 @@ impl RawConnection {
         drop(registration);
         match outcome {
             Ok(()) => {}
-            Err(e) if is_interrupt(&e) => return Err(e),
+            Err(e) if is_interrupt_message(&e) => return Err(e),
             // E.g. the table changed between the probe and the read: the
             // streaming path reads it as it is now, or reports the error.
             Err(e) => {
