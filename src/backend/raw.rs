@@ -183,19 +183,45 @@ impl RawConnection {
     /// Runs one or more statements; DuckDB's message on failure.
     pub fn execute(&self, sql: &str) -> Result<(), String> {
         let csql = c_string(sql)?;
-        // SAFETY: an all-zero duckdb_result is the documented initial state.
-        let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
-        // SAFETY: `self.con` is open, `csql` outlives the call, `result` is valid.
-        let state = unsafe { ffi::duckdb_query(self.con, csql.as_ptr(), &mut result) };
-        let outcome = if state == ffi::DuckDBSuccess {
-            Ok(())
+        let mut extracted: ffi::duckdb_extracted_statements = ptr::null_mut();
+        // SAFETY: `self.con` is open, `csql` outlives the call; `extracted`
+        // is destroyed below on every path.
+        let count =
+            unsafe { ffi::duckdb_extract_statements(self.con, csql.as_ptr(), &mut extracted) };
+        let outcome = if count == 0 {
+            // SAFETY: the error text lives until `extracted` is destroyed.
+            let m = unsafe { ffi::duckdb_extract_statements_error(extracted) };
+            let message = unsafe { c_text(m, "") };
+            if message.is_empty() {
+                Ok(()) // no statement at all (only comments or blanks)
+            } else {
+                Err(message)
+            }
         } else {
-            // SAFETY: on error `result` holds a NUL-terminated message (or null).
-            let msg = unsafe { ffi::duckdb_result_error(&mut result) };
-            Err(unsafe { c_text(msg, "query failed") })
+            // One at a time: a statement is prepared only after the ones
+            // before it ran (it may use a table they create).
+            (0..count).try_for_each(|i| {
+                let mut stmt: ffi::duckdb_prepared_statement = ptr::null_mut();
+                // SAFETY: `extracted` holds `count` statements; `stmt` is
+                // destroyed below.
+                let prepared = unsafe {
+                    ffi::duckdb_prepare_extracted_statement(self.con, extracted, i, &mut stmt)
+                };
+                let outcome = if prepared != ffi::DuckDBSuccess {
+                    // SAFETY: the error text lives until `stmt` is destroyed.
+                    let m = unsafe { ffi::duckdb_prepare_error(stmt) };
+                    Err(unsafe { c_text(m, "could not prepare the statement") })
+                } else {
+                    // SAFETY: `stmt` is prepared and has no parameters.
+                    unsafe { run_prepared(stmt) }
+                };
+                // SAFETY: `stmt` came from DuckDB and is destroyed once.
+                unsafe { ffi::duckdb_destroy_prepare(&mut stmt) };
+                outcome
+            })
         };
-        // SAFETY: `result` was filled by duckdb_query and is destroyed once.
-        unsafe { ffi::duckdb_destroy_result(&mut result) };
+        // SAFETY: `extracted` came from duckdb_extract_statements, destroyed once.
+        unsafe { ffi::duckdb_destroy_extracted(&mut extracted) };
         outcome
     }
 
@@ -301,6 +327,69 @@ impl RawConnection {
         // SAFETY: `self.con` is open; duckdb_interrupt is thread-safe.
         unsafe { ffi::duckdb_interrupt(self.con) };
     }
+}
+
+/// How long the calling thread sleeps when DuckDB has no task for it.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Runs a prepared statement to completion, its result discarded.
+///
+/// The calling thread takes part in the work like in `duckdb_query`, but
+/// sleeps (`IDLE_WAIT`) while DuckDB has no task for it. `duckdb_query`
+/// spins instead, recomputing the query's progress at every turn: a
+/// single-threaded phase (a `POSITIONAL JOIN` scan, a sort's merge) then
+/// keeps two cores busy, and two statements run side by side (see
+/// `NativeBackend::execute_pair`) take three.
+///
+/// # Safety
+/// `stmt` must be a prepared statement whose parameters are bound.
+unsafe fn run_prepared(stmt: ffi::duckdb_prepared_statement) -> Result<(), String> {
+    let mut pending: ffi::duckdb_pending_result = ptr::null_mut();
+    // SAFETY: `stmt` is prepared (caller); `pending` is destroyed below.
+    let created = unsafe { ffi::duckdb_pending_prepared(stmt, &mut pending) };
+    let pending_error = |pending: ffi::duckdb_pending_result| {
+        // SAFETY: the error text lives until `pending` is destroyed.
+        let m = unsafe { ffi::duckdb_pending_error(pending) };
+        unsafe { c_text(m, "query failed") }
+    };
+    let outcome = if created != ffi::DuckDBSuccess {
+        Err(pending_error(pending))
+    } else {
+        loop {
+            // SAFETY: `pending` is a live pending result.
+            let state = unsafe { ffi::duckdb_pending_execute_task(pending) };
+            if state == ffi::duckdb_pending_state_DUCKDB_PENDING_ERROR {
+                break Err(pending_error(pending));
+            }
+            // SAFETY: plain function of the state.
+            if unsafe { ffi::duckdb_pending_execution_is_finished(state) } {
+                break Ok(());
+            }
+            if state == ffi::duckdb_pending_state_DUCKDB_PENDING_NO_TASKS_AVAILABLE {
+                std::thread::sleep(IDLE_WAIT);
+            }
+        }
+        .and_then(|()| {
+            // SAFETY: an all-zero duckdb_result is the documented initial state.
+            let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
+            // SAFETY: `pending` finished executing; `result` is destroyed below.
+            let state = unsafe { ffi::duckdb_execute_pending(pending, &mut result) };
+            let outcome = if state == ffi::DuckDBSuccess {
+                Ok(())
+            } else {
+                // SAFETY: on error `result` holds a message (or null).
+                let msg = unsafe { ffi::duckdb_result_error(&mut result) };
+                Err(unsafe { c_text(msg, "query failed") })
+            };
+            // SAFETY: filled by duckdb_execute_pending, destroyed once.
+            unsafe { ffi::duckdb_destroy_result(&mut result) };
+            outcome
+        })
+    };
+    // SAFETY: `pending` came from duckdb_pending_prepared, destroyed once
+    // (destroying a null handle is a no-op).
+    unsafe { ffi::duckdb_destroy_pending(&mut pending) };
+    outcome
 }
 
 fn bind_params(stmt: ffi::duckdb_prepared_statement, params: &[Param]) -> Result<(), String> {
@@ -572,6 +661,73 @@ mod tests {
             .query_row("SELECT count(*) FROM u", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn execute_runs_statements_in_order_and_stops_at_the_first_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RawDatabase::open(&dir.path().join("s.duckdb"), &[]).unwrap();
+        let con = db.raw_connection().unwrap();
+        // Each statement sees what the ones before it made.
+        con.execute(
+            "CREATE TABLE a AS SELECT 1 AS x; INSERT INTO a SELECT x + 1 FROM a; \
+             INSERT INTO a SELECT max(x) + 1 FROM a",
+        )
+        .unwrap();
+        let err = con
+            .execute("INSERT INTO a VALUES (10); SELECT nope FROM a; INSERT INTO a VALUES (11)")
+            .unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+        let rows: Vec<i32> = {
+            let c = db.connection().unwrap();
+            let mut stmt = c.prepare("SELECT x FROM a ORDER BY x").unwrap();
+            let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+            rows.map(|r| r.unwrap()).collect()
+        };
+        assert_eq!(rows, vec![1, 2, 3, 10]);
+    }
+
+    #[test]
+    fn execute_reports_syntax_errors_and_accepts_blank_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RawDatabase::open(&dir.path().join("e.duckdb"), &[]).unwrap();
+        let con = db.raw_connection().unwrap();
+        let err = con.execute("SELEC 1").unwrap_err();
+        assert!(err.contains("syntax error"), "{err}");
+        con.execute("").unwrap();
+        con.execute("  -- a comment only\n").unwrap();
+        let err = con.execute("SELECT 1; SELEC 2").unwrap_err();
+        assert!(err.contains("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn a_statement_is_interrupted_while_the_caller_waits_for_workers() {
+        // Two threads: DuckDB's worker may run the single-threaded scan while
+        // the calling thread sleeps between polls; the interrupt still ends it.
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            RawDatabase::open(&dir.path().join("i.duckdb"), &[("threads", "2".into())]).unwrap();
+        let con = std::sync::Arc::new(db.raw_connection().unwrap());
+        let worker = {
+            let con = con.clone();
+            std::thread::spawn(move || {
+                con.execute("CREATE TABLE t AS SELECT count(*) FROM range(20000000000)")
+            })
+        };
+        // Repeated: DuckDB clears the flag when a statement begins.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !worker.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not interrupted in 30 s"
+            );
+            con.interrupt();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let err = worker.join().unwrap().unwrap_err();
+        assert!(err.contains("nterrupt"), "{err}");
+        con.execute("CREATE TABLE u AS SELECT 1 AS a").unwrap();
     }
 
     #[test]
