@@ -257,11 +257,11 @@ impl RawConnection {
             // Streaming: DuckDB's workers scan in parallel while this thread
             // fetches, and nothing is materialised in between.
             // SAFETY: `stmt` is prepared and bound; `result` is valid.
-            let state =
-                bound.map(|_| unsafe { ffi::duckdb_execute_prepared_streaming(stmt, &mut result) });
+            let state = bound.and_then(|_| unsafe { execute_polled(stmt, true, &mut result) });
             // SAFETY: `stmt` came from duckdb_prepare and is destroyed once.
             unsafe { ffi::duckdb_destroy_prepare(&mut stmt) };
-            state?
+            state?;
+            ffi::DuckDBSuccess
         };
         let outcome = if state == ffi::DuckDBSuccess {
             // SAFETY: `result` holds a successful result.
@@ -334,19 +334,49 @@ const IDLE_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Runs a prepared statement to completion, its result discarded.
 ///
-/// The calling thread takes part in the work like in `duckdb_query`, but
-/// sleeps (`IDLE_WAIT`) while DuckDB has no task for it. `duckdb_query`
-/// spins instead, recomputing the query's progress at every turn: a
-/// single-threaded phase (a `POSITIONAL JOIN` scan, a sort's merge) then
-/// keeps two cores busy, and two statements run side by side (see
-/// `NativeBackend::execute_pair`) take three.
-///
 /// # Safety
 /// `stmt` must be a prepared statement whose parameters are bound.
 unsafe fn run_prepared(stmt: ffi::duckdb_prepared_statement) -> Result<(), String> {
+    // SAFETY: an all-zero duckdb_result is the documented initial state.
+    let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
+    // SAFETY: `stmt` is prepared and bound (caller).
+    unsafe { execute_polled(stmt, false, &mut result) }?;
+    // SAFETY: filled by `execute_polled`, destroyed once.
+    unsafe { ffi::duckdb_destroy_result(&mut result) };
+    Ok(())
+}
+
+/// `duckdb_execute_prepared` (or its `_streaming` variant): runs a prepared
+/// statement and fills `result`, which the caller destroys; on failure the
+/// error message comes back and `result` is left empty.
+///
+/// The calling thread takes part in the work like in DuckDB's own execute
+/// functions, but sleeps (`IDLE_WAIT`) while DuckDB has no task for it.
+/// Those spin instead, recomputing the query's progress at every turn (the
+/// progress bar is on, see `RawDatabase::raw_connection`): while DuckDB's
+/// worker runs a single-threaded phase (a `POSITIONAL JOIN` scan, a sort's
+/// merge), the waiting thread kept a second core busy, and of two statements
+/// run side by side (`NativeBackend::execute_pair`) took a core from the
+/// other. A streaming statement is polled until its first rows are ready
+/// (DDL, DML and `COPY` until they are done); reading more rows is DuckDB's.
+///
+/// # Safety
+/// `stmt` must be a prepared statement whose parameters are bound; `result`
+/// must be an all-zero `duckdb_result`.
+unsafe fn execute_polled(
+    stmt: ffi::duckdb_prepared_statement,
+    streaming: bool,
+    result: &mut ffi::duckdb_result,
+) -> Result<(), String> {
     let mut pending: ffi::duckdb_pending_result = ptr::null_mut();
     // SAFETY: `stmt` is prepared (caller); `pending` is destroyed below.
-    let created = unsafe { ffi::duckdb_pending_prepared(stmt, &mut pending) };
+    let created = unsafe {
+        if streaming {
+            ffi::duckdb_pending_prepared_streaming(stmt, &mut pending)
+        } else {
+            ffi::duckdb_pending_prepared(stmt, &mut pending)
+        }
+    };
     let pending_error = |pending: ffi::duckdb_pending_result| {
         // SAFETY: the error text lives until `pending` is destroyed.
         let m = unsafe { ffi::duckdb_pending_error(pending) };
@@ -370,24 +400,21 @@ unsafe fn run_prepared(stmt: ffi::duckdb_prepared_statement) -> Result<(), Strin
             }
         }
         .and_then(|()| {
-            // SAFETY: an all-zero duckdb_result is the documented initial state.
-            let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
-            // SAFETY: `pending` finished executing; `result` is destroyed below.
-            let state = unsafe { ffi::duckdb_execute_pending(pending, &mut result) };
-            let outcome = if state == ffi::DuckDBSuccess {
+            // SAFETY: `pending` is ready; `result` is the caller's.
+            if unsafe { ffi::duckdb_execute_pending(pending, result) } == ffi::DuckDBSuccess {
                 Ok(())
             } else {
                 // SAFETY: on error `result` holds a message (or null).
-                let msg = unsafe { ffi::duckdb_result_error(&mut result) };
-                Err(unsafe { c_text(msg, "query failed") })
-            };
-            // SAFETY: filled by duckdb_execute_pending, destroyed once.
-            unsafe { ffi::duckdb_destroy_result(&mut result) };
-            outcome
+                let msg = unsafe { ffi::duckdb_result_error(result) };
+                let message = unsafe { c_text(msg, "query failed") };
+                // SAFETY: filled by duckdb_execute_pending, destroyed once.
+                unsafe { ffi::duckdb_destroy_result(result) };
+                Err(message)
+            }
         })
     };
-    // SAFETY: `pending` came from duckdb_pending_prepared, destroyed once
-    // (destroying a null handle is a no-op).
+    // SAFETY: `pending` came from DuckDB, destroyed once (a null handle is
+    // a no-op).
     unsafe { ffi::duckdb_destroy_pending(&mut pending) };
     outcome
 }
@@ -698,6 +725,36 @@ mod tests {
         con.execute("  -- a comment only\n").unwrap();
         let err = con.execute("SELECT 1; SELEC 2").unwrap_err();
         assert!(err.contains("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn query_arrow_reports_errors_raised_while_the_query_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RawDatabase::open(&dir.path().join("q.duckdb"), &[]).unwrap();
+        let con = db.raw_connection().unwrap();
+        // Prepared fine, fails on the second row's value.
+        let err = con
+            .query_arrow(
+                "SELECT CAST(s AS INTEGER) AS i FROM (VALUES ('1'), ('x')) t(s)",
+                &[],
+            )
+            .unwrap_err();
+        assert!(err.contains("'x'"), "{err}");
+        // A statement without rows runs to its end before the result is read.
+        con.query_arrow("CREATE TABLE t AS SELECT range AS i FROM range(5000)", &[])
+            .unwrap();
+        let (_, batches) = con
+            .query_arrow(
+                "SELECT CAST(sum(i) AS BIGINT) AS s FROM t WHERE i >= ?",
+                &[Param::Int(4998)],
+            )
+            .unwrap();
+        let sums = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .map(|a| a.value(0));
+        assert_eq!(sums, Some(4998 + 4999));
     }
 
     #[test]
