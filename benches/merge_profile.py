@@ -3,7 +3,8 @@
 Runs the benchmark's merge (``merge_bench.py``'s data and config) once, in
 this process, in a fresh session with the ``duckmerge`` logger at DEBUG, and
 prints the wall time, CPU time and peak RSS, each stage's seconds and the
-slowest SQL statements from the debug log (``SQL 1.234s: CREATE TABLE ...``).
+slowest SQL statements from the debug log (``SQL 1.234s (CPU 2.10s): CREATE
+TABLE ...``, the CPU the whole process used while the statement ran).
 To compare two builds, run each several times, alternating: the machine's
 load moves single runs by a quarter.
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 import merge_bench  # noqa: E402
 
-STATEMENT = re.compile(r"^(?:SQL|query)(?: beside it)? (\d+\.\d+)s: (.*)$")
+STATEMENT = re.compile(r"^(?:SQL|query)(?: beside it)? (\d+\.\d+)s(?: \(CPU (\d+\.\d+)s\))?: (.*)$")
 
 
 class Collect(logging.Handler):
@@ -108,11 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     for message in handler.messages:
         m = STATEMENT.match(message)
         if m:
-            timed.append((float(m.group(1)), m.group(2)))
-    timed.sort(reverse=True)
-    print(f"slowest {min(args.top, len(timed))} of {len(timed)} statements:")
-    for secs, sql in timed[: args.top]:
-        print(f"  {secs:7.3f}s  {sql[:110]}")
+            cpu = float(m.group(2)) if m.group(2) else None
+            timed.append((float(m.group(1)), cpu, m.group(3)))
+    timed.sort(key=lambda t: t[0], reverse=True)
+    print(f"slowest {min(args.top, len(timed))} of {len(timed)} statements "
+          "(wall s, process CPU s meanwhile; CPU close to wall: one thread busy):")
+    for secs, cpu, sql in timed[: args.top]:
+        used = f"{cpu:6.2f}" if cpu is not None else "     -"
+        print(f"  {secs:7.3f}s {used}s  {sql[:100]}")
     return 0
 
 
