@@ -35,6 +35,12 @@ pub trait SqlBackend {
     fn merge_lock(&self) -> Option<Arc<Mutex<()>>> {
         None
     }
+    /// A second backend on the same database, for work that runs at the
+    /// same time as this one's (where the backend can have one: the
+    /// session's own database). None for a host's connection.
+    fn helper(&self) -> Option<Box<dyn SqlBackend + Send + Sync>> {
+        None
+    }
     /// One value from a one-row query.
     fn query_value(&self, sql: &str, params: &[Param]) -> Result<Value> {
         Ok(self
@@ -47,7 +53,9 @@ pub trait SqlBackend {
 }
 
 /// The host's side of a step: logging hooks, base path, cancellation.
-pub trait StepContext {
+/// Shared by threads that work for one step at once (a merge loads two
+/// files at a time), hence `Sync`.
+pub trait StepContext: Sync {
     fn log_metric(&self, name: &str, value: Value);
     fn log_event(&self, event: &str, data: Map<String, Value>);
     /// Where relative input paths are looked up first.
@@ -87,6 +95,8 @@ pub struct NativeBackend {
     /// The second connection of `execute_pair`, with its own lock.
     side: (Arc<Mutex<()>>, Arc<RawConnection>),
     merge_lock: Arc<Mutex<()>>,
+    /// The database, when shared: `helper()` connects to it again.
+    db: Option<Arc<Database>>,
 }
 
 impl NativeBackend {
@@ -97,6 +107,15 @@ impl NativeBackend {
             conn: Mutex::new(db.connect()?),
             side: (Arc::new(Mutex::new(())), Arc::new(db.connect_raw()?)),
             merge_lock: db.merge_lock(),
+            db: None,
+        })
+    }
+
+    /// A backend on a shared database; it can lend a helper (`helper()`).
+    pub fn shared(db: &Arc<Database>) -> Result<Self> {
+        Ok(NativeBackend {
+            db: Some(db.clone()),
+            ..NativeBackend::new(db)?
         })
     }
 }
@@ -195,6 +214,17 @@ impl SqlBackend for NativeBackend {
 
     fn merge_lock(&self) -> Option<Arc<Mutex<()>>> {
         Some(self.merge_lock.clone())
+    }
+
+    fn helper(&self) -> Option<Box<dyn SqlBackend + Send + Sync>> {
+        let db = self.db.as_ref()?;
+        match NativeBackend::shared(db) {
+            Ok(b) => Some(Box::new(b)),
+            Err(e) => {
+                log::debug!("no second connection for a helper ({e})");
+                None
+            }
+        }
     }
 
     fn execute_pair(&self, main: &str, side: &str, ctx: &dyn StepContext) -> Result<Result<()>> {

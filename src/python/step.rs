@@ -253,14 +253,14 @@ impl StepEnv {
             temp_dir = Some(inner.settings().temp_dir.clone());
             let db = inner.database().map_err(to_pyerr)?;
             session = Some(inner);
-            Box::new(NativeBackend::new(&db).map_err(to_pyerr)?)
+            Box::new(NativeBackend::shared(&db).map_err(to_pyerr)?)
         } else {
             if !ctx.hasattr("get_db_connection")? {
                 return Err(missing());
             }
             let con = ctx.call_method0("get_db_connection")?;
             if let Ok(c) = con.cast::<PyConnection>() {
-                Box::new(NativeBackend::new(c.get().db()).map_err(to_pyerr)?)
+                Box::new(NativeBackend::shared(c.get().db()).map_err(to_pyerr)?)
             } else if con.hasattr("execute")? {
                 host_connection = Some(con.clone().unbind());
                 Box::new(HostBackend { con: con.unbind() })
