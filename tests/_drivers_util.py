@@ -5,11 +5,15 @@ Not a test module: pytest collects only ``test_*.py``.
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckmerge
+import pytest
 
 # A small table for the writer tests; columns deliberately not in
 # alphabetical order (id, note, city) and values with commas, quotes, NULLs
@@ -108,3 +112,39 @@ def stop_child(proc: subprocess.Popen[str]) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+@dataclass
+class Interrupted:
+    """What a child did after Ctrl-C: its stdout lines and stderr, its exit
+    code, and the seconds from SIGINT to its exit."""
+
+    lines: list[str]
+    out: str
+    err: str
+    returncode: int
+    elapsed: float
+
+
+def ctrl_c_child(argv: list[str], after: float, what: str, timeout: float = 120) -> Interrupted:
+    """Runs ``argv``, a child that prints ``READY`` before its work and
+    ``FINISHED`` first when the work ends normally; sends it SIGINT ``after``
+    seconds past ``READY``. Skips the test when the work (``what``) ended
+    before Ctrl-C reached it."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(after)
+        if proc.poll() is not None:
+            pytest.skip(f"{what} finished before Ctrl-C could be sent")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+        elapsed = time.monotonic() - sent
+    finally:
+        stop_child(proc)
+    lines = out.strip().splitlines()
+    if lines and lines[0] == "FINISHED":
+        pytest.skip(f"{what} finished before Ctrl-C arrived")
+    return Interrupted(lines, out, err, proc.returncode, elapsed)

@@ -3,8 +3,6 @@ load with KeyboardInterrupt, leaving the step's previous table intact."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -13,7 +11,7 @@ from pathlib import Path
 import duckdb
 import duckmerge
 import pytest
-from _drivers_util import staging_tables, table_rows
+from _drivers_util import ctrl_c_child, staging_tables, table_rows
 
 ROWS = 3_000_000
 
@@ -103,29 +101,14 @@ def test_ctrl_c_during_extract_raises_keyboard_interrupt_and_keeps_previous_tabl
 
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(session_dir), str(big_csv)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    child = ctrl_c_child(
+        [sys.executable, str(script), str(session_dir), str(big_csv)], 1.0, "the load", 60
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "READY"
-    time.sleep(1.0)
-    if proc.poll() is not None:
-        pytest.skip("the load finished before Ctrl-C could be sent")
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    elapsed = time.monotonic() - sent
-    lines = out.strip().splitlines()
-    if lines and lines[0] == "FINISHED":
-        pytest.skip("the load finished before Ctrl-C arrived")
-    assert lines[0] == "INTERRUPTED", (out, err)
-    assert elapsed < 10, elapsed
+    assert child.lines[0] == "INTERRUPTED", (child.out, child.err)
+    assert child.elapsed < 10, child.elapsed
     # The session stayed usable, and the previous table is what it was.
-    assert lines[1] == "[(1, 'first'), (2, 'second')]", (out, err)
-    assert proc.returncode == 0, err
+    assert child.lines[1] == "[(1, 'first'), (2, 'second')]", (child.out, child.err)
+    assert child.returncode == 0, child.err
 
     with duckmerge.Session(session_dir) as session:
         assert table_rows(session, "big") == [(1, "first"), (2, "second")]

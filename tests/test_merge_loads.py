@@ -6,8 +6,6 @@ other load and is the error reported, and Ctrl-C stops both."""
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -16,7 +14,7 @@ from pathlib import Path
 import duckdb
 import duckmerge
 import pytest
-from _drivers_util import staging_tables, stop_child
+from _drivers_util import ctrl_c_child, staging_tables
 
 
 def write_csv(path: Path, select: str) -> Path:
@@ -141,7 +139,7 @@ def test_a_bad_file_is_the_error_and_stops_the_load_beside_it(
 
         result = duckmerge.MergeDriver().run(step_id="merged", config=cfg, ctx=Ctx())
         assert result["rows"] == 20000
-        first = [e for e in events if e["event"] == "merge_progress"][0]
+        first = next(e for e in events if e["event"] == "merge_progress")
         assert first["stage"] == "import_original" and first.get("skipped") is True, first
         # The stopped load did not run to its end: the failed merge took less
         # than half of what loading the large file alone takes.
@@ -185,29 +183,11 @@ def test_ctrl_c_while_two_files_load_stops_both(tmp_path: Path) -> None:
     paths = [write_csv(tmp_path / f"f{i}.csv", select) for i in range(3)]
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "s"), *map(str, paths)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    child = ctrl_c_child(
+        [sys.executable, str(script), str(tmp_path / "s"), *map(str, paths)], 1.5, "the merge"
     )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
-        time.sleep(1.5)
-        if proc.poll() is not None:
-            pytest.skip("the merge finished before Ctrl-C could be sent")
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-        elapsed = time.monotonic() - sent
-    finally:
-        stop_child(proc)
-    lines = out.strip().splitlines()
-    if lines and lines[0] == "FINISHED":
-        pytest.skip("the merge finished before Ctrl-C arrived")
-    assert lines[0] == "INTERRUPTED", (out, err)
-    assert elapsed < 10, elapsed
-    assert lines[1] == "[]", (out, err)  # no staging table left
-    assert lines[2] == "[(42,)]", (out, err)  # the session still works
-    assert proc.returncode == 0, err
+    assert child.lines[0] == "INTERRUPTED", (child.out, child.err)
+    assert child.elapsed < 10, child.elapsed
+    assert child.lines[1] == "[]", (child.out, child.err)  # no staging table left
+    assert child.lines[2] == "[(42,)]", (child.out, child.err)  # the session still works
+    assert child.returncode == 0, child.err
