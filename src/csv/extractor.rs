@@ -227,17 +227,33 @@ fn read_csv_call(
     format!("read_csv({path}, {})", opts.join(", "))
 }
 
-/// DuckDB's CSV buffer (`buffer_size`) for a session's `memory_limit`, when
-/// the default does not fit. The reader holds a 32 MB buffer per thread: at
-/// a 64MB memory_limit a 47 MB file of 300-character fields failed ("could
-/// not allocate block of size 30.5 MiB"; duckdb-python 2.0 fails on it too),
-/// and loads with 4 or 8 MB buffers. So below 256 MB the buffer is an eighth
-/// of the limit, at least 4 MB (twice DuckDB's default 2 MB line limit).
-fn csv_buffer_size(memory_limit: Option<u64>) -> Option<u64> {
+/// DuckDB's CSV buffer (`buffer_size`) for a session's `memory_limit` and
+/// an uncompressed file of `file_bytes`, when DuckDB's default is not what
+/// the load needs:
+///
+/// - The reader holds a 32 MB buffer per thread: at a 64MB memory_limit a
+///   47 MB file of 300-character fields failed ("could not allocate block
+///   of size 30.5 MiB"; duckdb-python 2.0 fails on it too), and loads with
+///   4 or 8 MB buffers. So below 256 MB the buffer is an eighth of the
+///   limit, at least 4 MB (twice DuckDB's default 2 MB line limit).
+/// - Otherwise, for a file over 32 MB, the default's 32 MB set explicitly.
+///   It is the same buffer, but DuckDB 1.5 then also splits the file into
+///   32 MB ranges per thread instead of 8 MB ones (a set `buffer_size`
+///   raises the line limit to it, and a range is at least a line): ranges
+///   of about 53,000 rows of the benchmark's CRM file are under a row group
+///   (122,880 rows), and the ordered insert merges such partial row groups
+///   again. Loads of 60 MB, 115 MB and 1.5 GB files took 0.50, 1.09 and
+///   10.7 s against 0.85, 1.42 and 14.3 s; a 14 MB file (one range) 0.25 s
+///   against 0.22 s, so smaller files keep the default. Lines up to 32 MB
+///   load at the first attempt (the default stops at 2 MB and the load is
+///   retried with `long_lines`).
+fn csv_buffer_size(memory_limit: Option<u64>, file_bytes: Option<u64>) -> Option<u64> {
     const DEFAULT: u64 = 32_000_000;
     const SMALLEST: u64 = 4 * 1024 * 1024;
-    let size = memory_limit? / 8;
-    (size < DEFAULT).then_some(size.max(SMALLEST))
+    match memory_limit.map(|limit| limit / 8) {
+        Some(size) if size < DEFAULT => Some(size.max(SMALLEST)),
+        _ => file_bytes.filter(|&b| b > DEFAULT).map(|_| DEFAULT),
+    }
 }
 
 /// The columns a file would load as, without loading it: DuckDB's sniffer
@@ -389,7 +405,11 @@ pub fn run_extract(
             quote_ident(&rejects_scan),
         ));
     }
-    let buffer_size = csv_buffer_size(crate::memory::memory_limit(backend)?);
+    // The size of what DuckDB splits (a compressed file is read as one stream).
+    let read_bytes = (read_compression == Compression::None)
+        .then(|| std::fs::metadata(&read_path).ok().map(|m| m.len()))
+        .flatten();
+    let buffer_size = csv_buffer_size(crate::memory::memory_limit(backend)?, read_bytes);
     // The load, with DuckDB's default line limit or (`long_lines`) 32 MB.
     let load = |long_lines: bool| -> Result<()> {
         let mut options = extra.clone();
@@ -684,12 +704,27 @@ mod tests {
     #[test]
     fn csv_buffer_shrinks_only_below_a_256mb_memory_limit() {
         let mb = 1_000_000;
-        assert_eq!(csv_buffer_size(None), None);
-        assert_eq!(csv_buffer_size(Some(500 * mb)), None);
-        assert_eq!(csv_buffer_size(Some(256 * mb)), None);
-        assert_eq!(csv_buffer_size(Some(64 * mb)), Some(8 * mb));
+        assert_eq!(csv_buffer_size(None, None), None);
+        assert_eq!(csv_buffer_size(Some(500 * mb), None), None);
+        assert_eq!(csv_buffer_size(Some(256 * mb), None), None);
+        assert_eq!(csv_buffer_size(Some(64 * mb), None), Some(8 * mb));
         // Never under 4 MiB.
-        assert_eq!(csv_buffer_size(Some(16 * mb)), Some(4 * 1024 * 1024));
+        assert_eq!(csv_buffer_size(Some(16 * mb), None), Some(4 * 1024 * 1024));
+        // A small memory_limit decides, whatever the file.
+        assert_eq!(csv_buffer_size(Some(64 * mb), Some(900 * mb)), Some(8 * mb));
+    }
+
+    #[test]
+    fn files_over_32mb_get_the_32mb_buffer_spelled_out() {
+        let mb = 1_000_000;
+        for limit in [None, Some(256 * mb), Some(4000 * mb)] {
+            assert_eq!(csv_buffer_size(limit, Some(33 * mb)), Some(32 * mb));
+            assert_eq!(csv_buffer_size(limit, Some(1500 * mb)), Some(32 * mb));
+            assert_eq!(csv_buffer_size(limit, Some(32 * mb)), None);
+            assert_eq!(csv_buffer_size(limit, Some(14 * mb)), None);
+            // Compressed: read as one stream, nothing to split.
+            assert_eq!(csv_buffer_size(limit, None), None);
+        }
     }
 
     #[test]
