@@ -662,18 +662,23 @@ impl Drop for RawConnection {
 mod tests {
     use super::*;
 
+    /// A statement on `con`, in a thread, that runs until interrupted.
+    fn start_endless_count(
+        con: &Arc<RawConnection>,
+    ) -> std::thread::JoinHandle<Result<(), String>> {
+        let con = con.clone();
+        std::thread::spawn(move || {
+            con.execute("CREATE TABLE t AS SELECT count(*) FROM range(20000000000)")
+        })
+    }
+
     #[test]
     fn progress_is_readable_while_a_statement_runs() {
         let dir = tempfile::tempdir().unwrap();
         let db =
             RawDatabase::open(&dir.path().join("p.duckdb"), &[("threads", "1".into())]).unwrap();
         let con = std::sync::Arc::new(db.raw_connection().unwrap());
-        let worker = {
-            let con = con.clone();
-            std::thread::spawn(move || {
-                con.execute("CREATE TABLE t AS SELECT count(*) FROM range(20000000000)")
-            })
-        };
+        let worker = start_endless_count(&con);
         std::thread::sleep(std::time::Duration::from_millis(800));
         let p = con.progress();
         con.interrupt();
@@ -765,12 +770,7 @@ mod tests {
         let db =
             RawDatabase::open(&dir.path().join("i.duckdb"), &[("threads", "2".into())]).unwrap();
         let con = std::sync::Arc::new(db.raw_connection().unwrap());
-        let worker = {
-            let con = con.clone();
-            std::thread::spawn(move || {
-                con.execute("CREATE TABLE t AS SELECT count(*) FROM range(20000000000)")
-            })
-        };
+        let worker = start_endless_count(&con);
         // Repeated: DuckDB clears the flag when a statement begins.
         std::thread::sleep(std::time::Duration::from_millis(300));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

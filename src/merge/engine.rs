@@ -560,8 +560,10 @@ pub fn run_merge(
     }
 
     let mut loads: Vec<(&SourceConfig, String)> = Vec::new();
+    let mut rows_original = None;
     if unchanged {
         let rows = backend_count(backend, &original)?;
+        rows_original = Some(rows);
         report.skipped(
             0,
             rows,
@@ -607,6 +609,7 @@ pub fn run_merge(
             return Err(failure.unwrap_or_else(|| Error::Cancelled("interrupted".into())));
         }
         let rows = backend_count(backend, &original)?;
+        rows_original = Some(rows);
         log.record(STAGES[0], &fp_original, &json!({"table": original}))?;
         report.stage(
             0,
@@ -618,7 +621,11 @@ pub fn run_merge(
     if let Some(e) = failure {
         return Err(e);
     }
-    let rows_original = backend_count(backend, &original)?;
+    // Counted above whether the original loaded now or was kept.
+    let rows_original = match rows_original {
+        Some(n) => n,
+        None => backend_count(backend, &original)?,
+    };
 
     let cons_info = match reused {
         Some(info) => {
