@@ -12,6 +12,7 @@ load moves single runs by a quarter.
     python benches/merge_profile.py --rows 100000 --top 5
     python benches/merge_profile.py --no-compress-text   # sources and output
     python benches/merge_profile.py --log merge.log      # keep the whole log
+    python benches/merge_profile.py --log merge.log --full-sql  # ... and whole statements
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Collect(logging.Handler):
     """Keeps every record's message (and writes it to ``log_file``)."""
 
     def __init__(self, log_file: Path | None) -> None:
-        super().__init__(logging.DEBUG)
+        super().__init__(1)
         self.messages: list[str] = []
         self.started = time.perf_counter()
         self.out = log_file.open("w") if log_file else None
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top", type=int, default=12, help="slowest statements to print (12)")
     parser.add_argument("--log", type=Path, help="write the whole debug log here")
+    parser.add_argument(
+        "--full-sql", action="store_true",
+        help="with --log: each statement longer than 160 characters also whole (trace level)",
+    )
     parser.add_argument(
         "--no-compress-text",
         action="store_true",
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = Collect(args.log)
         logger = logging.getLogger("duckmerge")
         logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
+        logger.setLevel(5 if args.full_sql else logging.DEBUG)
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         session_dir = work / "session"

@@ -236,10 +236,9 @@ impl SqlBackend for NativeBackend {
             return Err(e);
         }
         let side_result = wait_statement(con, &side_rx, ctx, false);
-        log::debug!(
-            "SQL beside it {:.3}s: {}",
-            started.elapsed().as_secs_f64(),
-            side.chars().take(160).collect::<String>()
+        log_statement(
+            &format!("SQL beside it {:.3}s", started.elapsed().as_secs_f64()),
+            side,
         );
         // A Ctrl-C while only `side` ran stops the step, as it would have.
         ctx.check_cancel()?;
@@ -263,11 +262,22 @@ fn timed<T>(label: &str, sql: &str, run: impl FnOnce() -> T) -> T {
         (Some(a), Some(b)) => format!(" (CPU {:.2}s)", (b - a).max(0.0)),
         _ => String::new(),
     };
-    log::debug!(
-        "{label} {wall:.3}s{used}: {}",
-        sql.chars().take(160).collect::<String>()
-    );
+    log_statement(&format!("{label} {wall:.3}s{used}"), sql);
     out
+}
+
+/// Characters of a statement a debug log line shows.
+const SQL_PREVIEW_CHARS: usize = 160;
+
+/// Logs `{head}: {the start of sql}` at debug level; a longer statement
+/// follows whole at trace level (Python's `logging` level 5) as
+/// `in full: {sql}`.
+fn log_statement(head: &str, sql: &str) {
+    let preview: String = sql.chars().take(SQL_PREVIEW_CHARS).collect();
+    log::debug!("{head}: {preview}");
+    if preview.len() < sql.len() {
+        log::trace!("in full: {sql}");
+    }
 }
 
 /// CPU seconds the process has used so far, all threads, from

@@ -128,7 +128,15 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // Rust `log` records go to Python logging under "duckmerge.…".
     if let Ok(logger) = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers) {
-        let _ = logger.set_prefix("duckmerge").install();
+        // Debug and up, and the statements' whole SQL at trace level
+        // (Python's level 5; see `backend::step`).
+        let _ = logger
+            .set_prefix("duckmerge")
+            .filter_target(
+                concat!(env!("CARGO_CRATE_NAME"), "::backend::step").to_string(),
+                log::LevelFilter::Trace,
+            )
+            .install();
     }
     errors::register(m)?;
     m.add_class::<PySession>()?;
