@@ -675,6 +675,34 @@ def test_values_filled_counts_values_written_into_the_output(session, on_conflic
     assert out["stats"]["values_filled"] == {"title": expected}
 
 
+def test_unmatched_rows_of_several_sources_keep_source_then_row_order(session):
+    """``<step>__unmatched`` lists the vendor rows nobody matched source by
+    source, each in its own row order, with the sources' columns by name (a
+    column only one source has is NULL elsewhere; a vendor column named like
+    duckmerge's internal ones is kept as data)."""
+    n = 3000
+    put(session, "crm", {"id": list(range(n)), "email": [f"u{i}@x.cz" for i in range(n)]})
+    # Every third row of each vendor matches nobody; rows interleave.
+    def vendor(tag: str) -> dict[str, list[Any]]:
+        return {
+            "email": [f"u{i}@x.cz" if i % 3 else f"{tag}{i}@none.cz" for i in range(n)],
+            "title": [f"{tag}-t{i}" for i in range(n)],
+        }
+    put(session, "va", vendor("a"))
+    put(session, "vb", {**vendor("b"), "__dm_s0": list(range(n))})
+    put(session, "vc", {**vendor("c"), "extra": [f"x{i}" for i in range(n)]})
+    out = merge(session, original="crm", enriched=["va", "vb", "vc"], keys=[EMAIL])
+    lost = [i for i in range(n) if i % 3 == 0]
+    assert out["stats"]["unmatched_enriched"] == {"va": len(lost), "vb": len(lost), "vc": len(lost)}
+    assert cols(session, "m__unmatched") == ["source", "email", "title", "__dm_s0", "extra"]
+    expected = (
+        [("va", f"a{i}@none.cz", f"a-t{i}", None, None) for i in lost]
+        + [("vb", f"b{i}@none.cz", f"b-t{i}", i, None) for i in lost]
+        + [("vc", f"c{i}@none.cz", f"c-t{i}", None, f"x{i}") for i in lost]
+    )
+    assert rows(session, "SELECT * FROM m__unmatched ORDER BY rowid") == expected
+
+
 # --- empty inputs ------------------------------------------------------------------
 
 
