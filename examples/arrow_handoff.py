@@ -184,9 +184,10 @@ def main(argv: list[str]) -> int:
         section("every table, without any DataFrame library")
         for name in ctx.tables():
             result = ctx.table(name)
-            print(
-                f"{name}: {len(result)} rows, columns {result.columns}, first row {result.fetchone()}"
-            )
+            print(f"{name}: {len(result)} rows, columns {result.columns}")
+            if pa is not None:  # rows as tuples go through pyarrow
+                # fetchone/fetchmany stream: only the batch they read is converted.
+                print(f"  first row {result.fetchone()}, next two {result.fetchmany(2)}")
     if pa is not None:
         parallel_load()
     return 0

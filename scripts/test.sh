@@ -17,7 +17,7 @@ step "Python environment ($venv)"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "maturin>=1.9,<2" "pytest>=8" "pandas>=2.0" "pyarrow>=14" "polars>=1.0" \
+    "maturin>=1.9,<2" "pytest>=8" "pandas>=2.0" "pyarrow>=15" "polars>=1.0" \
     "duckdb>=1.1" "mypy>=1.10" numpy "tqdm>=4.60" "moto[server]>=5"
 
 step "cargo fmt --check"

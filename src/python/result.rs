@@ -27,8 +27,20 @@ pub struct PyQueryResult {
     /// the parallel collector instead of streaming `sql`.
     table: Option<String>,
     materialized: Option<(SchemaRef, Vec<RecordBatch>)>,
-    /// Rows handed out by `fetchone` so far: (all rows, position).
-    cursor: Mutex<Option<(Py<PyList>, usize)>>,
+    /// Where `fetchone`/`fetchmany`/`fetchall` are in the rows.
+    cursor: Mutex<Option<Cursor>>,
+}
+
+/// The rows `fetchone`/`fetchmany` have reached: the batch being handed out
+/// (as tuples) and a reader over the batches not read yet, so fetching one
+/// row of a large result converts one batch, not every row.
+struct Cursor {
+    /// A `pyarrow.RecordBatchReader` over the rest; None once at the end.
+    reader: Option<Py<PyAny>>,
+    /// The rows of the last batch read, as tuples.
+    rows: Py<PyList>,
+    /// How many of `rows` were handed out.
+    pos: usize,
 }
 
 impl PyQueryResult {
@@ -198,27 +210,29 @@ impl PyQueryResult {
         polars.call_method1("DataFrame", (table,))
     }
 
-    /// All remaining rows as tuples (needs pyarrow).
-    fn fetchall<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let (rows, pos) = self.take_cursor(py)?;
-        let rows = rows.bind(py);
-        let rest = rows.get_slice(pos, rows.len());
-        self.set_cursor(rows.clone().unbind(), rows.len());
-        Ok(rest)
+    /// All remaining rows as tuples (needs pyarrow). Read from the start, a
+    /// whole table is converted by DuckDB's worker threads (as `to_arrow()`).
+    fn fetchall<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        slf.get().fetch(slf, None, "fetchall()")
     }
 
     /// The next row as a tuple, or ``None`` after the last (needs pyarrow).
-    fn fetchone<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let (rows, pos) = self.take_cursor(py)?;
-        let bound = rows.bind(py);
-        let row = if pos < bound.len() {
-            Some(bound.get_item(pos)?)
-        } else {
-            None
-        };
-        let next = (pos + 1).min(bound.len());
-        self.set_cursor(rows, next);
-        Ok(row)
+    /// The rows stream out of DuckDB: only the batch holding the row (about
+    /// 2,048 rows) is converted to Python values.
+    fn fetchone<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let rows = slf.get().fetch(slf, Some(1), "fetchone()")?;
+        rows.iter().next().map(Ok).transpose()
+    }
+
+    /// Up to ``size`` next rows as tuples (fewer at the end; needs pyarrow).
+    #[pyo3(signature = (size=1))]
+    fn fetchmany<'py>(slf: &Bound<'py, Self>, size: i64) -> PyResult<Bound<'py, PyList>> {
+        let size = usize::try_from(size).map_err(|_| {
+            super::to_pyerr(Error::Config(format!(
+                "fetchmany(size={size}): size must be 0 or more"
+            )))
+        })?;
+        slf.get().fetch(slf, Some(size), "fetchmany()")
     }
 
     /// Exports the rows through the Arrow C stream interface (PyCapsule).
@@ -321,40 +335,94 @@ impl PyQueryResult {
 }
 
 impl PyQueryResult {
-    fn take_cursor(&self, py: Python<'_>) -> PyResult<(Py<PyList>, usize)> {
-        if let Some((rows, pos)) = self
-            .cursor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            return Ok((rows.clone_ref(py), *pos));
-        }
-        let table = self.pyarrow_table(py)?;
-        let columns: Vec<Bound<'_, PyAny>> = table
-            .getattr("columns")?
-            .try_iter()?
-            .map(|c| c.and_then(|c| c.call_method0("to_pylist")))
-            .collect::<PyResult<_>>()?;
-        let n: usize = table.getattr("num_rows")?.extract()?;
-        let rows = PyList::empty(py);
-        let cols: Vec<Bound<'_, PyList>> = columns
-            .into_iter()
-            .map(|c| c.cast_into::<PyList>().map_err(PyErr::from))
-            .collect::<PyResult<_>>()?;
-        for i in 0..n {
-            let items = cols
-                .iter()
-                .map(|c| c.get_item(i))
-                .collect::<PyResult<Vec<_>>>()?;
-            rows.append(PyTuple::new(py, items)?)?;
-        }
-        let rows = rows.unbind();
-        self.set_cursor(rows.clone_ref(py), 0);
-        Ok((rows, 0))
+    /// Hands out the next `want` rows (all the rest when None), starting
+    /// the cursor on the first call: `fetchall()` from the start reads the
+    /// whole result at once (a table through DuckDB's workers), the others
+    /// stream it. The cursor is taken out of its lock while Python runs, so
+    /// a reader that releases the GIL cannot deadlock another thread.
+    fn fetch<'py>(
+        &self,
+        slf: &Bound<'py, Self>,
+        want: Option<usize>,
+        what: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let taken = self.cursor.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut cursor = match taken {
+            Some(c) => c,
+            None => {
+                let pa = import_optional(py, "pyarrow", "pyarrow", what)?;
+                match want {
+                    None => Cursor {
+                        reader: None,
+                        rows: tuples(&self.pyarrow_table(py)?)?.unbind(),
+                        pos: 0,
+                    },
+                    Some(_) => Cursor {
+                        reader: Some(
+                            pa.getattr("RecordBatchReader")?
+                                .call_method1("from_stream", (slf,))?
+                                .unbind(),
+                        ),
+                        rows: PyList::empty(py).unbind(),
+                        pos: 0,
+                    },
+                }
+            }
+        };
+        let out = PyList::empty(py);
+        let filled = (|| -> PyResult<()> {
+            loop {
+                let rows = cursor.rows.bind(py);
+                let left = rows.len() - cursor.pos;
+                let take = want.map_or(left, |n| (n - out.len()).min(left));
+                for row in rows.get_slice(cursor.pos, cursor.pos + take).iter() {
+                    out.append(row)?;
+                }
+                cursor.pos += take;
+                if want.is_some_and(|n| out.len() >= n) {
+                    return Ok(());
+                }
+                let Some(reader) = &cursor.reader else {
+                    return Ok(());
+                };
+                match reader.bind(py).call_method0("read_next_batch") {
+                    Ok(batch) => {
+                        cursor.rows = tuples(&batch)?.unbind();
+                        cursor.pos = 0;
+                    }
+                    Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                        cursor.reader = None;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })();
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(cursor);
+        filled.map(|()| out)
     }
+}
 
-    fn set_cursor(&self, rows: Py<PyList>, pos: usize) {
-        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some((rows, pos));
+/// The rows of a pyarrow ``Table`` or ``RecordBatch`` as a list of tuples
+/// (each column converted by pyarrow's ``to_pylist``).
+fn tuples<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    let py = data.py();
+    let columns: Vec<Bound<'py, PyList>> = data
+        .getattr("columns")?
+        .try_iter()?
+        .map(|c| {
+            c.and_then(|c| c.call_method0("to_pylist"))
+                .and_then(|l| l.cast_into::<PyList>().map_err(PyErr::from))
+        })
+        .collect::<PyResult<_>>()?;
+    let n: usize = data.getattr("num_rows")?.extract()?;
+    let rows = PyList::empty(py);
+    for i in 0..n {
+        let items = columns
+            .iter()
+            .map(|c| c.get_item(i))
+            .collect::<PyResult<Vec<_>>>()?;
+        rows.append(PyTuple::new(py, items)?)?;
     }
+    Ok(rows)
 }
