@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import merge_bench  # noqa: E402
+import merge_bench
 
 STATEMENT = re.compile(r"^(?:SQL|query)(?: beside it)? (\d+\.\d+)s(?: \(CPU (\d+\.\d+)s\))?: (.*)$")
 
