@@ -58,9 +58,9 @@ def test_fetchone_of_a_huge_result_reads_only_its_start(tmp_path: Path) -> None:
 
 
 def test_table_rows_fetched_match_to_arrow(session: duckmerge.Session) -> None:
-    """``table(name)``: fetchone/fetchmany stream the table, fetchall from
-    the start reads it through the parallel path; both give its rows in
-    order, with the same values as ``to_arrow()``."""
+    """``table(name)``: the fetches give its rows in order, with the same
+    values as ``to_arrow()`` (which reads a table through the parallel
+    path), whether ``fetchall`` starts or follows other fetches."""
     n = 10_000
     session.write_table(
         "people",
