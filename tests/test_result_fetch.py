@@ -129,3 +129,28 @@ def test_a_missing_optional_package_is_named_with_its_install_command(
     )
     assert out.returncode == 0, out.stderr
     assert f"needs the '{package}' package: pip install {package}" in out.stdout, out.stdout
+
+
+def test_closing_the_session_ends_a_half_read_result(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A result read halfway keeps its query (and a transaction) open.
+    ``close()`` ends it first, so the checkpoint still runs (no warning, no
+    WAL file left), work done meanwhile is kept, and the result then says
+    the session is closed instead of ending as if it were complete."""
+    caplog.set_level("WARNING", logger="duckmerge")
+    folder = tmp_path / "s"
+    s = duckmerge.Session(folder, threads=2)
+    half_read = s.sql("SELECT i FROM range(100000000) t(i)")
+    assert half_read.fetchone() == (0,)
+    s.write_table("written_meanwhile", pa.table({"a": [1, 2, 3]}))
+    s.close()
+    assert not [r for r in caplog.records if "checkpoint" in r.getMessage()], caplog.text
+    assert not list(folder.glob("*.wal"))
+    read = 1
+    with pytest.raises(duckmerge.DuckMergeError, match="session is closed"):
+        while half_read.fetchone() is not None:
+            read += 1
+    assert read < 100_000_000
+    with duckmerge.Session(folder) as again:
+        assert again.sql("SELECT sum(a) FROM written_meanwhile").fetchone() == (6,)

@@ -11,5 +11,5 @@ mod stream;
 mod types;
 
 pub use load::{TableLoad, WriteMode};
-pub use stream::{Param, Poll, QueryStream, StreamReader};
+pub use stream::{OpenStreams, Param, Poll, QueryStream, StreamReader};
 pub use types::{arrow_to_duckdb_sql, normalize_batch, normalize_schema};

@@ -1,9 +1,10 @@
 //! Query results out of DuckDB as a stream of Arrow batches.
 
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -42,6 +43,59 @@ enum Message {
     Schema(SchemaRef),
     Batch(RecordBatch),
     Failed(Error),
+    /// Every row was sent.
+    End,
+}
+
+/// The streams still running on one database, so that closing it can end
+/// them: a stream whose consumer stopped reading halfway keeps its query,
+/// and so a transaction, open, and DuckDB cannot checkpoint past it.
+#[derive(Default)]
+pub struct OpenStreams {
+    live: Mutex<Vec<Weak<StreamWorker>>>,
+}
+
+/// What `OpenStreams` holds of a stream: alive as long as its worker thread
+/// (and so its connection) is.
+struct StreamWorker {
+    closed: Arc<AtomicBool>,
+    interrupt: Arc<InterruptHandle>,
+}
+
+impl OpenStreams {
+    /// Ends every running stream: their consumers get `Error::Closed` once
+    /// they have read what was already sent. Waits up to `wait` for the
+    /// worker threads, and so their connections, to end; false if some are
+    /// still running then.
+    pub fn close_all(&self, wait: Duration) -> bool {
+        let workers: Vec<Arc<StreamWorker>> = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.retain(|w| w.strong_count() > 0);
+            live.iter().filter_map(Weak::upgrade).collect()
+        };
+        for w in &workers {
+            w.closed.store(true, Ordering::SeqCst);
+            w.interrupt.interrupt();
+        }
+        let watched: Vec<Weak<StreamWorker>> = workers.iter().map(Arc::downgrade).collect();
+        drop(workers);
+        let started = Instant::now();
+        loop {
+            if watched.iter().all(|w| w.strong_count() == 0) {
+                return true;
+            }
+            if started.elapsed() >= wait {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn register(&self, worker: &Arc<StreamWorker>) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|w| w.strong_count() > 0);
+        live.push(Arc::downgrade(worker));
+    }
 }
 
 /// Batches in flight between DuckDB and the consumer: enough to keep both
@@ -53,6 +107,8 @@ const CHANNEL_DEPTH: usize = 4;
 pub struct QueryStream {
     rx: Receiver<Message>,
     interrupt: Arc<InterruptHandle>,
+    /// Set when the database closed the stream (`OpenStreams::close_all`).
+    closed: Arc<AtomicBool>,
     schema: Option<SchemaRef>,
     finished: bool,
     worker: Option<JoinHandle<()>>,
@@ -66,30 +122,64 @@ pub enum Poll<T> {
 
 impl QueryStream {
     /// Starts `sql` on `conn` (a connection of its own) in a worker thread.
-    /// `context` prefixes error messages, e.g. `Step crm`.
+    /// `context` prefixes error messages, e.g. `Step crm`. With `open`, the
+    /// database's streams, closing the database ends this one.
     pub fn start(
         conn: Connection,
         sql: String,
         params: Vec<Param>,
         context: String,
+        open: Option<&OpenStreams>,
     ) -> Result<Self> {
         let interrupt = conn.interrupt_handle();
+        let closed = Arc::new(AtomicBool::new(false));
+        let worker_state = Arc::new(StreamWorker {
+            closed: closed.clone(),
+            interrupt: interrupt.clone(),
+        });
+        if let Some(open) = open {
+            open.register(&worker_state);
+        }
         let (tx, rx) = sync_channel(CHANNEL_DEPTH);
         let worker = std::thread::Builder::new()
             .name("duckmerge-query".into())
             .spawn(move || {
-                if let Err(e) = run_query(&conn, &sql, &params, &context, &tx) {
-                    let _ = tx.send(Message::Failed(e));
+                let sender = Sender {
+                    tx,
+                    closed: &worker_state.closed,
+                };
+                match run_query(&conn, &sql, &params, &context, &sender) {
+                    Ok(()) => {
+                        sender.send(Message::End);
+                    }
+                    Err(e) => {
+                        sender.send(Message::Failed(e));
+                    }
                 }
+                // The connection ends before the database hears of it.
+                drop(conn);
+                drop(worker_state);
             })
             .map_err(|e| Error::io("starting the query thread", e))?;
         Ok(QueryStream {
             rx,
             interrupt,
+            closed,
             schema: None,
             finished: false,
             worker: Some(worker),
         })
+    }
+
+    /// The end of the stream without `Message::End`: the database closed
+    /// it, or the worker stopped without a word.
+    fn cut_short(&mut self) -> Error {
+        self.finished = true;
+        if self.closed.load(Ordering::SeqCst) {
+            Error::Closed
+        } else {
+            Error::Arrow("query thread ended without a result".into())
+        }
     }
 
     /// Interrupts the running query; the stream then ends with `Cancelled`.
@@ -116,12 +206,11 @@ impl QueryStream {
                 self.finished = true;
                 Err(e)
             }
-            Ok(Message::Batch(_)) => Err(Error::Arrow("query sent rows before its schema".into())),
-            Err(RecvTimeoutError::Timeout) => Ok(Poll::Pending),
-            Err(RecvTimeoutError::Disconnected) => {
-                self.finished = true;
-                Err(Error::Arrow("query thread ended without a result".into()))
+            Ok(Message::Batch(_) | Message::End) => {
+                Err(Error::Arrow("query sent rows before its schema".into()))
             }
+            Err(RecvTimeoutError::Timeout) => Ok(Poll::Pending),
+            Err(RecvTimeoutError::Disconnected) => Err(self.cut_short()),
         }
     }
 
@@ -143,12 +232,13 @@ impl QueryStream {
                 self.finished = true;
                 Err(e)
             }
-            Ok(Message::Schema(_)) => Err(Error::Arrow("query sent a second schema".into())),
-            Err(RecvTimeoutError::Timeout) => Ok(Poll::Pending),
-            Err(RecvTimeoutError::Disconnected) => {
+            Ok(Message::End) => {
                 self.finished = true;
                 Ok(Poll::Ready(None))
             }
+            Ok(Message::Schema(_)) => Err(Error::Arrow("query sent a second schema".into())),
+            Err(RecvTimeoutError::Timeout) => Ok(Poll::Pending),
+            Err(RecvTimeoutError::Disconnected) => Err(self.cut_short()),
         }
     }
 
@@ -227,12 +317,46 @@ impl RecordBatchReader for StreamReader {
     }
 }
 
+/// The worker's side of the channel: a send gives up once the consumer has
+/// gone or the database closed the stream.
+struct Sender<'a> {
+    tx: SyncSender<Message>,
+    closed: &'a AtomicBool,
+}
+
+impl Sender<'_> {
+    /// Sends `message`, waiting while the channel is full; false when the
+    /// consumer is gone or the stream was closed. The wait starts at 20 µs
+    /// and doubles up to 10 ms: a reader that keeps up barely waits, one
+    /// that stopped halfway costs a wake-up every 10 ms, and `close()`
+    /// reaches a waiting worker within that.
+    fn send(&self, mut message: Message) -> bool {
+        let mut wait = Duration::from_micros(20);
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            match self.tx.try_send(message) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(m)) => {
+                    message = m;
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_millis(10));
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    }
+}
+
+/// Runs the query and sends its schema and batches; `Ok` also when the
+/// consumer went away or the stream was closed (nothing more to send).
 fn run_query(
     conn: &Connection,
     sql: &str,
     params: &[Param],
     context: &str,
-    tx: &std::sync::mpsc::SyncSender<Message>,
+    tx: &Sender<'_>,
 ) -> Result<()> {
     let mut stmt = match conn.prepare(sql) {
         Ok(stmt) => stmt,
@@ -241,7 +365,7 @@ fn run_query(
         Err(e) if params.is_empty() && e.to_string().contains("multiple statements") => {
             conn.execute_batch(sql)
                 .map_err(|e| Error::sql(context, e))?;
-            let _ = tx.send(Message::Schema(Arc::new(Schema::empty())));
+            tx.send(Message::Schema(Arc::new(Schema::empty())));
             return Ok(());
         }
         Err(e) => return Err(Error::sql(context, e)),
@@ -250,7 +374,7 @@ fn run_query(
         .stream_arrow(duckdb::params_from_iter(params.iter()))
         .map_err(|e| Error::sql(context, e))?
         .get_schema();
-    if tx.send(Message::Schema(schema.clone())).is_err() {
+    if !tx.send(Message::Schema(schema.clone())) {
         return Ok(());
     }
     loop {
@@ -261,8 +385,8 @@ fn run_query(
                 let batch = batch
                     .with_schema(schema.clone())
                     .unwrap_or_else(|_| RecordBatch::from(&array));
-                if tx.send(Message::Batch(batch)).is_err() {
-                    return Ok(()); // consumer gone
+                if !tx.send(Message::Batch(batch)) {
+                    return Ok(()); // consumer gone, or the stream closed
                 }
             }
             Ok(None) => return Ok(()),
@@ -287,6 +411,7 @@ mod tests {
             "SELECT range AS i FROM range(10000)".into(),
             vec![],
             "test".into(),
+            None,
         )
         .unwrap();
         let (schema, batches) = s.collect().unwrap();
@@ -309,6 +434,7 @@ mod tests {
             "SELECT ?::BIGINT + 1 AS a, ? AS b, ? IS NULL AS c".into(),
             vec![Param::Int(41), Param::Text("x".into()), Param::Null],
             "test".into(),
+            None,
         )
         .unwrap();
         let (_, batches) = s.collect().unwrap();
@@ -322,7 +448,8 @@ mod tests {
 
     #[test]
     fn sql_error_keeps_duckdb_message_and_context() {
-        let s = QueryStream::start(conn(), "SELEC 1".into(), vec![], "Step q".into()).unwrap();
+        let s =
+            QueryStream::start(conn(), "SELEC 1".into(), vec![], "Step q".into(), None).unwrap();
         let err = s.collect().err().unwrap().to_string();
         assert!(err.starts_with("Step q"), "{err}");
         assert!(err.to_lowercase().contains("syntax error"), "{err}");
@@ -335,6 +462,7 @@ mod tests {
             "SELECT count(*) FROM range(100000000000)".into(),
             vec![],
             "test".into(),
+            None,
         )
         .unwrap();
         let start = std::time::Instant::now();
@@ -355,6 +483,55 @@ mod tests {
     }
 
     #[test]
+    fn closing_ends_a_half_read_stream_after_what_was_sent() {
+        let open = OpenStreams::default();
+        let mut s = QueryStream::start(
+            conn(),
+            "SELECT range AS i FROM range(100000000)".into(),
+            vec![],
+            "test".into(),
+            Some(&open),
+        )
+        .unwrap();
+        assert!(s.next_batch().unwrap().is_some());
+        let started = Instant::now();
+        assert!(
+            open.close_all(Duration::from_secs(10)),
+            "the worker did not end"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // What was already in the channel is still read, then the end is an error.
+        let mut batches = 0;
+        let err = loop {
+            match s.next_batch() {
+                Ok(Some(_)) => batches += 1,
+                Ok(None) => panic!("a closed stream must not end as if complete"),
+                Err(e) => break e,
+            }
+        };
+        assert!(batches <= CHANNEL_DEPTH, "{batches}");
+        assert!(matches!(err, Error::Closed), "{err}");
+        // Nothing is left to close.
+        assert!(open.close_all(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_stream_read_to_the_end_is_complete_even_when_closed_later() {
+        let open = OpenStreams::default();
+        let s = QueryStream::start(
+            conn(),
+            "SELECT range AS i FROM range(5000)".into(),
+            vec![],
+            "test".into(),
+            Some(&open),
+        )
+        .unwrap();
+        let (_, batches) = s.collect().unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5000);
+        assert!(open.close_all(Duration::from_secs(5)));
+    }
+
+    #[test]
     fn several_statements_without_params_run_as_a_batch() {
         let c = conn();
         let c2 = c.try_clone().unwrap();
@@ -363,6 +540,7 @@ mod tests {
             "CREATE TABLE t(a INT); INSERT INTO t VALUES (1), (2)".into(),
             vec![],
             "test".into(),
+            None,
         )
         .unwrap();
         s.collect().unwrap();

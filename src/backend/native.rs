@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use duckdb::Connection;
 
 use super::raw::{RawConnection, RawDatabase};
+use crate::arrow::OpenStreams;
 use crate::error::{Error, Result};
 use crate::session::Settings;
 
@@ -18,6 +20,8 @@ pub struct Database {
     merge_lock: Arc<Mutex<()>>,
     /// Loads that need DuckDB to write each finished row group at once.
     bulk_loads: Arc<ScopedSetting>,
+    /// Result streams still running (`close()` ends them first).
+    streams: OpenStreams,
     // Dropped before `raw` (field order): connections first, then the handle.
     primary: Mutex<Option<Connection>>,
     raw: Mutex<Option<RawDatabase>>,
@@ -66,6 +70,7 @@ impl Database {
             path: path.to_path_buf(),
             merge_lock: Arc::new(Mutex::new(())),
             bulk_loads: Arc::new(ScopedSetting::new("write_buffer_row_group_count", "1")),
+            streams: OpenStreams::default(),
             primary: Mutex::new(Some(conn)),
             raw: Mutex::new(Some(raw)),
         })
@@ -95,6 +100,11 @@ impl Database {
         self.bulk_loads.clone()
     }
 
+    /// The result streams running on this database (see `OpenStreams`).
+    pub fn open_streams(&self) -> &OpenStreams {
+        &self.streams
+    }
+
     /// A new connection to this database, for one caller or thread.
     pub fn connect(&self) -> Result<Connection> {
         let guard = self.primary.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,8 +129,11 @@ impl Database {
             .is_none()
     }
 
-    /// Checkpoints and closes the database. Idempotent. DuckDB releases the
-    /// file once connections still held by running results end.
+    /// Checkpoints and closes the database. Idempotent. Result streams still
+    /// running (a result read halfway with `fetchone()`, a reader not read
+    /// to the end) are ended first: their open transactions would stop the
+    /// checkpoint, and their readers get `Error::Closed` after the batches
+    /// already sent. DuckDB releases the file once every connection ends.
     pub fn close(&self) -> Result<()> {
         let conn = self
             .primary
@@ -129,6 +142,9 @@ impl Database {
             .take();
         let mut outcome = Ok(());
         if let Some(conn) = conn {
+            if !self.streams.close_all(STREAMS_END_WAIT) {
+                log::warn!("a result stream did not end within {STREAMS_END_WAIT:?} of close()");
+            }
             if let Err(e) = conn.execute_batch("CHECKPOINT") {
                 log::warn!("checkpoint on close failed: {e}");
             }
@@ -140,6 +156,9 @@ impl Database {
         outcome
     }
 }
+
+/// How long `Database::close` waits for the result streams it ends.
+const STREAMS_END_WAIT: Duration = Duration::from_secs(5);
 
 /// A GLOBAL DuckDB setting given `value` while at least one holder needs it,
 /// then put back to what it was before the first holder came.

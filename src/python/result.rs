@@ -253,6 +253,7 @@ impl PyQueryResult {
                     self.sql.clone(),
                     self.params.clone(),
                     self.context.clone(),
+                    Some(self.db.open_streams()),
                 )
                 .py_err()?;
                 let handle = stream.interrupt_handle();
@@ -398,6 +399,12 @@ impl PyQueryResult {
                     }
                     Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
                         cursor.reader = None;
+                    }
+                    // The session closed under a half-read result: its
+                    // stream ended (see `Database::close`).
+                    Err(_) if self.db.is_closed() => {
+                        cursor.reader = None;
+                        return Err(super::to_pyerr(Error::Closed));
                     }
                     Err(e) => return Err(e),
                 }
