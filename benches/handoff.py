@@ -36,6 +36,7 @@ Usage (from the repository root, with duckmerge built into the environment)::
     python benches/handoff.py                       # 1,000,000 rows, best of 3
     python benches/handoff.py --rows 200000 --repeat 1
     python benches/handoff.py --markdown            # also a table for the README
+    python benches/handoff.py --ops to_arrow --calls 3   # also a 2nd and 3rd call per process
     python benches/handoff.py --peer-python /tmp/peer156/bin/python  # peer: another venv's duckdb
 
 Exit status: 0 when every run worked, 1 when a run failed (or, with
@@ -230,16 +231,29 @@ def run_worker(spec: dict) -> dict:
             import pandas  # noqa: F401
         if side == "duckmerge":
             session = open_session(spec["session"], spec)
-            with Clock() as clock:
+
+            def call():
                 result = session.table(TABLE)
-                out = result.to_arrow() if op == "to_arrow" else result.to_pandas()
+                return result.to_arrow() if op == "to_arrow" else result.to_pandas()
         else:
             con = open_duckdb(spec["db"], spec, read_only=True)
-            with Clock() as clock:
+
+            def call():
                 relation = con.sql(f"select * from {TABLE}")
-                out = arrow_table_of(relation) if op == "to_arrow" else relation.df()
+                return arrow_table_of(relation) if op == "to_arrow" else relation.df()
+
+        with Clock() as clock:
+            out = call()
         got = out.num_rows if op == "to_arrow" else len(out)
         measured.update(clock.numbers(), rows=got)
+        # --calls: the same call again in this process, the last result freed first.
+        later = []
+        for _ in range(int(spec.get("calls", 1)) - 1):
+            del out
+            started = time.perf_counter()
+            out = call()
+            later.append(time.perf_counter() - started)
+        measured["later_seconds"] = later
 
     elif op == "write_table":
         frame = make_frame(rows, spec["seed"])
@@ -276,6 +290,8 @@ class Measurement:
     seconds: list[float] = field(default_factory=list)
     peak_rss_mb: list[float] = field(default_factory=list)
     error: str | None = None
+    #: Per run, the times of the calls after the first (``--calls``).
+    later_seconds: list[list[float]] = field(default_factory=list)
 
     @property
     def best(self) -> float | None:
@@ -381,6 +397,21 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def later_call_lines(results: dict[str, dict[str, Measurement]]) -> list[str]:
+    """One line per operation and side: each run's first call, then the later ones."""
+    lines = []
+    for op, sides in results.items():
+        for side, record in sides.items():
+            if not record.later_seconds or record.error:
+                continue
+            runs = [
+                f"{first:.3f} then " + ", ".join(f"{s:.3f}" for s in later)
+                for first, later in zip(record.seconds, record.later_seconds)
+            ]
+            lines.append(f"  {op:<11} {side:<9} " + "; ".join(runs) + " s")
+    return lines
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -418,6 +449,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--markdown", action="store_true", help="also print the table as markdown for the README"
     )
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=1,
+        help="to_arrow/to_pandas: calls per fresh process; the table reports the first, "
+        "the later ones are listed below it (default 1)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--peer-python", metavar="PATH", help=PEER_PYTHON_HELP)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -426,8 +464,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = sorted(set(args.ops) - set(OPERATIONS))
     if unknown:
         parser.error(f"unknown --ops {unknown}; choose from {', '.join(OPERATIONS)}")
-    if args.rows < 1 or args.repeat < 1 or args.threads < 1:
-        parser.error("--rows, --repeat and --threads must be at least 1")
+    if args.rows < 1 or args.repeat < 1 or args.threads < 1 or args.calls < 1:
+        parser.error("--rows, --repeat, --threads and --calls must be at least 1")
     return args
 
 
@@ -460,6 +498,7 @@ def main(argv: list[str]) -> int:
         "memory_limit": args.memory_limit,
         "session": str(session_dir),
         "db": str(session_dir / "pipeline_data.duckdb"),
+        "calls": args.calls,
     }
     failed = False
     try:
@@ -502,6 +541,8 @@ def main(argv: list[str]) -> int:
                         continue
                     record.seconds.append(got["seconds"])
                     record.peak_rss_mb.append(got["peak_rss_mb"])
+                    if got.get("later_seconds"):
+                        record.later_seconds.append(got["later_seconds"])
                     log(
                         f"{op:<11} {side:<9} run {run}/{args.repeat}: {got['seconds']:.3f} s, "
                         f"peak RSS {got['peak_rss_mb']:.0f} MB "
@@ -540,6 +581,12 @@ def main(argv: list[str]) -> int:
     for op in args.ops:
         ours, peer = CALLS[op]
         print(f"  {op:<11} {ours}  vs  {peer}")
+    later_lines = later_call_lines(results)
+    if later_lines:
+        print()
+        print(f"calls after the first in the same process (--calls {args.calls}), per run:")
+        for line in later_lines:
+            print(line)
     if args.markdown:
         print()
         print(markdown_table(rows))

@@ -57,3 +57,22 @@ def test_a_peer_python_without_duckdb_is_refused(tmp_path: Path) -> None:
 
     assert proc.returncode != 0
     assert "cannot import duckdb" in proc.stdout + proc.stderr
+
+
+def test_handoff_calls_times_later_calls_in_the_same_process() -> None:
+    """``--calls 3``: the table still reports each process's first call, and
+    a line per side lists it followed by the second and third."""
+    cmd = [sys.executable, str(ROOT / "benches" / "handoff.py"), "--rows", "3000"]
+    cmd += ["--repeat", "1", "--ops", "to_arrow", "--calls", "3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "calls after the first in the same process (--calls 3), per run:" in proc.stdout
+    for side in ("duckmerge", "duckdb"):
+        line = next(
+            (text for text in proc.stdout.splitlines() if text.split()[:2] == ["to_arrow", side]),
+            None,
+        )
+        assert line is not None, proc.stdout
+        first, later = line.split(side, 1)[1].strip().removesuffix(" s").split(" then ")
+        assert float(first) > 0
+        assert len([float(x) for x in later.split(", ")]) == 2, line
