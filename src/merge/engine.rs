@@ -1706,9 +1706,12 @@ fn merge_stats(
         // When every source's unmatched rows fit one slice together, one
         // statement sorts them all (its scans and sort run on every thread:
         // 0.56-0.59 s against 0.99-1.07 s for one per source, on the
-        // benchmark's 3 x 800k rows).
+        // benchmark's 3 x 800k rows). Its rows carry every source's columns
+        // (UNION ALL BY NAME), so they count as wide as all sources' rows
+        // together.
         let total: u64 = (0..sources.len()).map(unmatched_of).sum();
-        let fits_once = (0..sources.len()).all(|i| total <= per_slice_of(i));
+        let union_width: u64 = widths.rows.iter().sum();
+        let fits_once = total <= value_slice_rows(u64::MAX, widths.memory_limit, union_width);
         let mut statements = Vec::new();
         if fits_once {
             // Sort keys named unlike any source column.
