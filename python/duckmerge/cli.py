@@ -1242,7 +1242,9 @@ def format_table(
 def cmd_sql(args: argparse.Namespace) -> int:
     """``duckmerge sql``: run one statement, print its result."""
     with _open_session(args, args.session, must_exist=True) as session:
-        batches = _record_batches(session.execute(args.query))
+        # sql(), not execute(): the rows stream out of DuckDB as they are
+        # printed instead of being held in memory first.
+        batches = _record_batches(session.sql(args.query))
         schema = next(batches)
         columns = list(schema.names)
         if args.csv:
