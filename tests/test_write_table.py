@@ -242,10 +242,12 @@ def test_parallel_load_keeps_every_row_in_order(
     with duckmerge.Session(session_path, threads=threads) as s:
         assert s.write_table("t", big_reader(rows, batch_rows)) == rows
         assert_ids_in_order(s, "t", rows)
-        # whole row groups: only the last one is partial
+        # whole row groups: only the last one is partial (a row group's rows
+        # are the sum of its segments': DuckDB 2.0 may keep a row group's
+        # tail in small segments until the next checkpoint)
         groups = s.sql(
-            "select row_group_id, max(count) as n from pragma_storage_info('t') "
-            "where column_name = 'id' group by all order by 1"
+            "select row_group_id, sum(count) as n from pragma_storage_info('t') "
+            "where column_name = 'id' and segment_type <> 'VALIDITY' group by all order by 1"
         ).fetchall()
         assert [n for _, n in groups[:-1]] == [ROW_GROUP] * (len(groups) - 1)
         assert sum(n for _, n in groups) == rows

@@ -110,6 +110,8 @@ pub struct QueryStream {
     /// Set when the database closed the stream (`OpenStreams::close_all`).
     closed: Arc<AtomicBool>,
     schema: Option<SchemaRef>,
+    /// The first batch, when [`QueryStream::poll_first`] has read it.
+    ahead: Option<RecordBatch>,
     finished: bool,
     worker: Option<JoinHandle<()>>,
 }
@@ -166,6 +168,7 @@ impl QueryStream {
             interrupt,
             closed,
             schema: None,
+            ahead: None,
             finished: false,
             worker: Some(worker),
         })
@@ -214,9 +217,37 @@ impl QueryStream {
         }
     }
 
+    /// Waits up to `timeout` for the first batch (or the end, or the
+    /// query's error) and keeps it for [`QueryStream::poll_batch`]. DuckDB
+    /// 2.0 hands out a streaming result's schema before it runs the query,
+    /// so a caller that must stay interruptible (Ctrl-C) while DuckDB works
+    /// waits here rather than in a consumer's blocking read.
+    pub fn poll_first(&mut self, timeout: Duration) -> Result<Poll<()>> {
+        if self.schema.is_none() {
+            return match self.poll_schema(timeout)? {
+                Poll::Ready(_) => self.poll_first(Duration::ZERO),
+                Poll::Pending => Ok(Poll::Pending),
+            };
+        }
+        if self.ahead.is_some() || self.finished {
+            return Ok(Poll::Ready(()));
+        }
+        match self.poll_batch(timeout)? {
+            Poll::Ready(Some(b)) => {
+                self.ahead = Some(b);
+                Ok(Poll::Ready(()))
+            }
+            Poll::Ready(None) => Ok(Poll::Ready(())),
+            Poll::Pending => Ok(Poll::Pending),
+        }
+    }
+
     /// Waits up to `timeout` for the next batch; `Ready(None)` at the end.
     /// Call after the schema has arrived.
     pub fn poll_batch(&mut self, timeout: Duration) -> Result<Poll<Option<RecordBatch>>> {
+        if let Some(b) = self.ahead.take() {
+            return Ok(Poll::Ready(Some(b)));
+        }
         if self.finished {
             return Ok(Poll::Ready(None));
         }
@@ -453,6 +484,58 @@ mod tests {
         let err = s.collect().err().unwrap().to_string();
         assert!(err.starts_with("Step q"), "{err}");
         assert!(err.to_lowercase().contains("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn poll_first_waits_for_the_first_batch_and_keeps_it() {
+        let mut s = QueryStream::start(
+            conn(),
+            "SELECT count(*) AS n FROM range(300000000)".into(),
+            vec![],
+            "test".into(),
+            None,
+        )
+        .unwrap();
+        // The count takes a while: at first the wait times out.
+        assert!(matches!(
+            s.poll_first(Duration::from_millis(1)).unwrap(),
+            Poll::Pending
+        ));
+        while let Poll::Pending = s.poll_first(Duration::from_millis(100)).unwrap() {}
+        // Ready again without reading further, and the batch is not lost.
+        assert!(matches!(
+            s.poll_first(Duration::ZERO).unwrap(),
+            Poll::Ready(())
+        ));
+        let batch = s.next_batch().unwrap().expect("the kept batch");
+        let n = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(n.value(0), 300_000_000);
+        assert!(s.next_batch().unwrap().is_none());
+    }
+
+    #[test]
+    fn poll_first_reports_an_error_raised_while_running() {
+        let mut s = QueryStream::start(
+            conn(),
+            "SELECT CAST('x' || range AS INTEGER) FROM range(10)".into(),
+            vec![],
+            "Step q".into(),
+            None,
+        )
+        .unwrap();
+        let err = loop {
+            match s.poll_first(Duration::from_millis(100)) {
+                Ok(Poll::Pending) => continue,
+                Ok(Poll::Ready(())) => panic!("the cast should fail"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(err.starts_with("Step q"), "{err}");
+        assert!(err.contains("x0"), "{err}");
     }
 
     #[test]

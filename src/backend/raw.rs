@@ -627,6 +627,18 @@ impl RawAppender<'_> {
         Ok(())
     }
 
+    /// Hands the rows appended so far to the table (the transaction's
+    /// local storage).
+    pub fn flush(&mut self) -> Result<(), String> {
+        // SAFETY: `self.app` is live.
+        if unsafe { ffi::duckdb_appender_flush(self.app) } != ffi::DuckDBSuccess {
+            return Err(self
+                .error()
+                .unwrap_or_else(|| "flushing the appender failed".into()));
+        }
+        Ok(())
+    }
+
     /// Flushes and closes the appender.
     pub fn close(self) -> Result<(), String> {
         // SAFETY: `self.app` is live; Drop destroys it afterwards.

@@ -777,7 +777,8 @@ mod tests {
             storage("t"),
             vec![text("Uncompressed"), tags("Uncompressed")]
         );
-        assert_eq!(storage("p"), vec![text("Dictionary"), tags("Dictionary")]);
+        // DuckDB 2.0 compresses such short strings with its dictionary + FSST scheme.
+        assert_eq!(storage("p"), vec![text("DICT_FSST"), tags("DICT_FSST")]);
     }
 
     #[test]

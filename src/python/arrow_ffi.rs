@@ -15,7 +15,7 @@ use arrow::compute::{can_cast_types, cast};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ffi::FFI_ArrowSchema;
-use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
+use arrow::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
@@ -122,7 +122,7 @@ pub fn import_stream(data: &Bound<'_, PyAny>) -> PyResult<BatchReader> {
     // from_raw moves it out and leaves the capsule's copy released-null, so
     // the capsule's destructor does not release it a second time.
     let stream = unsafe { FFI_ArrowArrayStream::from_raw(ptr.as_ptr() as *mut _) };
-    let reader = ArrowArrayStreamReader::try_new(stream).map_err(arrow_err)?;
+    let reader = RecordBatchStreamReader::try_new(stream).map_err(arrow_err)?;
     Ok(Box::new(reader))
 }
 

@@ -257,7 +257,10 @@ impl PyQueryResult {
                 )
                 .py_err()?;
                 let handle = stream.interrupt_handle();
-                wait_interruptibly(py, |t| stream.poll_schema(t), || handle.interrupt())?;
+                // Until the first batch: DuckDB runs the query after handing out
+                // the schema, and a consumer's read (pyarrow, polars) cannot
+                // be interrupted with Ctrl-C while it waits.
+                wait_interruptibly(py, |t| stream.poll_first(t), || handle.interrupt())?;
                 Box::new(stream.into_reader().py_err()?)
             }
         };
