@@ -1548,6 +1548,12 @@ fn match_merge(
                 return Err(e);
             }
         };
+        // The fields' values are in the output now: their tables go before
+        // the stats and unmatched rows fill the memory again (1M-row
+        // benchmark: peak RSS 697-740 MB with them kept to the end).
+        for t in &value_tables {
+            drop_quietly_ref(backend, t, ctx);
+        }
         swap_in(backend, &out_staging, target, ctx)?;
         let rows_output = backend_count(backend, target)?;
 
