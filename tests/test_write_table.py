@@ -233,7 +233,7 @@ def assert_ids_in_order(session: duckmerge.Session, name: str, rows: int) -> Non
     assert ids.column("name")[rows - 1].as_py() == f"n{rows - 1}"
 
 
-@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])  # 1: one Appender, one transaction
 @pytest.mark.parametrize("batch_rows", [7_777, 300_000])
 def test_parallel_load_keeps_every_row_in_order(
     session_path: Path, threads: int, batch_rows: int
