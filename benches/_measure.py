@@ -88,6 +88,5 @@ def peer_duckdb_version(python: str) -> str:
 PEER_PYTHON_HELP = (
     "run the duckdb-python side(s) with this interpreter instead, e.g. a virtualenv "
     "with another duckdb release than the installed one (duckmerge embeds 2.0.0); "
-    "it needs duckdb, pandas, "
-    "pyarrow and numpy"
+    "it needs duckdb, pandas, pyarrow and numpy"
 )

@@ -281,13 +281,8 @@ impl LoadJob<'_> {
         let mut offset = 0;
         while offset < n {
             let len = (ROW_GROUP_ROWS - *since_flush).min(n - offset);
-            let part = if len == n {
-                batch.clone()
-            } else {
-                batch.slice(offset, len)
-            };
             appender
-                .append(&part)
+                .append(&batch.slice(offset, len))
                 .map_err(|e| Error::sql_text(self.ctx("appending rows"), e))?;
             offset += len;
             *since_flush += len;
