@@ -4,7 +4,7 @@ What it shows:
 
 * ``write_table(name, data)`` from a pandas DataFrame, a polars DataFrame and
   a pyarrow Table (anything exporting the Arrow C stream interface goes in
-  through DuckDB's Appender; it returns the number of rows written);
+  through DuckDB's own Arrow scan; it returns the number of rows written);
 * ``mode="create"`` (the default: fails if the table exists),
   ``mode="replace"`` (swaps the table in one transaction) and
   ``mode="append"``;
@@ -12,8 +12,8 @@ What it shows:
   ``.to_polars()``, and handing a result to any Arrow consumer through
   ``__arrow_c_stream__`` (``pyarrow.table(result)``, ``polars.DataFrame(result)``);
 * ``sql(...)`` with ``?`` parameters: values are bound, never pasted into SQL;
-* a larger load in a session with ``threads=2``: two Appenders load at once
-  and the table keeps the input's row order.
+* a larger load in a session with ``threads=2``: both threads convert and
+  compress rows at once, and the table keeps the input's row order.
 
 pandas, polars and pyarrow are all optional: a section whose library is not
 installed is skipped with a note. Run it from the repository root::
@@ -154,7 +154,7 @@ def from_pyarrow(ctx: duckmerge.Session) -> None:
 
 
 def parallel_load() -> None:
-    section("600,000 rows with threads=2: parallel Appenders, input order kept")
+    section("600,000 rows with threads=2: a parallel load, input order kept")
     rows = 600_000
     ids = pa.array(range(rows), pa.int64())
     data = pa.table(

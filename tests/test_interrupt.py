@@ -110,3 +110,55 @@ def test_ctrl_c_interrupts_query_and_session_survives(tmp_path: Path) -> None:
         assert returncode == 0, stderr
     finally:
         stop_child(proc)
+
+
+WRITE_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+
+    import duckmerge
+    import pyarrow as pa
+
+    s = duckmerge.Session(sys.argv[1], threads=2)
+    s.write_table("t", pa.table({"id": [1, 2, 3]}))
+    schema = pa.schema([("id", pa.int64())])
+
+    def batches():
+        start = 0
+        while True:  # endless: only Ctrl-C ends this load
+            yield pa.record_batch([pa.array(range(start, start + 50_000), pa.int64())], schema=schema)
+            start += 50_000
+            if start == 1_000_000:
+                print("LOADING", flush=True)
+            time.sleep(0.01)
+
+    try:
+        s.write_table("t", pa.RecordBatchReader.from_batches(schema, batches()), mode="replace")
+        print("FINISHED", flush=True)
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+    print(sorted(s.table("t").fetchall()), s.tables(), flush=True)
+    s.close()
+    """
+)
+
+
+def test_ctrl_c_during_write_table_keeps_the_previous_table(tmp_path: Path) -> None:
+    script = tmp_path / "interrupt_load.py"
+    script.write_text(WRITE_SCRIPT, encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "s")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = start_line_reader(proc)
+        wait_for(proc, lines, "LOADING", time.monotonic() + 60)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        wait_for(proc, lines, "INTERRUPTED", sent + 5)
+        wait_for(proc, lines, "[(1,), (2,), (3,)] ['t']", time.monotonic() + 30)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        stop_child(proc)

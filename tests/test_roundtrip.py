@@ -72,7 +72,7 @@ ROUNDTRIP_CASES: list[tuple[str, pa.DataType, list[Any]]] = [
 
 @pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
 def session(request: pytest.FixtureRequest, session_path: Path) -> Iterator[duckmerge.Session]:
-    """One thread (one Appender) and two (parallel Appenders): each round trip runs on both."""
+    """One thread and two (a parallel load): each round trip runs on both."""
     s = duckmerge.Session(session_path, threads=request.param)
     try:
         yield s
@@ -120,9 +120,9 @@ def test_all_types_in_one_table_roundtrip(session: duckmerge.Session) -> None:
     assert_same_table(session.table("everything").to_arrow(), table)
 
 
-def test_all_types_roundtrip_across_parallel_segments(session_path: Path) -> None:
-    # Two Appenders take segments of 2 x 122,880 rows in turn: 600,000 rows
-    # make three segments, and every type crosses the segment boundaries.
+def test_all_types_roundtrip_across_parallel_pieces(session_path: Path) -> None:
+    # 600,000 rows are five pieces of 122,880 rows (one row group each) scanned
+    # by two threads: every type crosses the pieces' boundaries.
     rows = 600_000
     columns: dict[str, pa.Array] = {}
     for name, arrow_type, values in ROUNDTRIP_CASES:

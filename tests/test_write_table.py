@@ -15,8 +15,8 @@ SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
 
 @pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
 def session(request: pytest.FixtureRequest, session_path: Path) -> Iterator[duckmerge.Session]:
-    """A session with one thread (one appender, one transaction) and with two
-    (parallel appenders committing segments in turn): every test runs on both."""
+    """A session with one thread and with two (DuckDB's Arrow scan converting
+    and compressing row groups on both): every test runs on both."""
     s = duckmerge.Session(session_path, threads=request.param)
     try:
         yield s
@@ -204,8 +204,8 @@ def test_connection_write_table_is_visible_in_session(session: duckmerge.Session
     assert "via_conn" in conn.tables()
 
 
-# DuckDB's row group: a parallel load deals the input out in segments of whole
-# row groups (two or more), so the tests below cross several segments.
+# DuckDB's row group: the load hands DuckDB pieces of exactly one row group,
+# each a unit of its parallel scan, so the tests below cross many pieces.
 ROW_GROUP = 122_880
 
 
@@ -233,18 +233,17 @@ def assert_ids_in_order(session: duckmerge.Session, name: str, rows: int) -> Non
     assert ids.column("name")[rows - 1].as_py() == f"n{rows - 1}"
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3, 4])  # 1: one Appender, one transaction
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
 @pytest.mark.parametrize("batch_rows", [7_777, 300_000])
 def test_parallel_load_keeps_every_row_in_order(
     session_path: Path, threads: int, batch_rows: int
 ) -> None:
-    rows = 3 * 4 * ROW_GROUP + 12_345  # several segments at every thread count
+    rows = 3 * 4 * ROW_GROUP + 12_345  # several pieces per thread at every thread count
     with duckmerge.Session(session_path, threads=threads) as s:
         assert s.write_table("t", big_reader(rows, batch_rows)) == rows
         assert_ids_in_order(s, "t", rows)
         # whole row groups: only the last one is partial (a row group's rows
-        # are the sum of its segments': DuckDB 2.0 may keep a row group's
-        # tail in small segments until the next checkpoint)
+        # are the sum of its column segments')
         groups = s.sql(
             "select row_group_id, sum(count) as n from pragma_storage_info('t') "
             "where column_name = 'id' and segment_type <> 'VALIDITY' group by all order by 1"
@@ -264,7 +263,7 @@ def test_parallel_load_appends_in_order(session_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["create", "replace", "append"])
-def test_parallel_load_failing_after_committed_segments_changes_nothing(
+def test_parallel_load_failing_midway_changes_nothing(
     session_path: Path, mode: Literal["create", "replace", "append"]
 ) -> None:
     with duckmerge.Session(session_path, threads=2) as s:
@@ -274,7 +273,7 @@ def test_parallel_load_failing_after_committed_segments_changes_nothing(
         setting = "select current_setting('write_buffer_row_group_count')"
         before_setting = s.sql(setting).fetchall()
 
-        # 5 segments' worth of rows reach the loader before the producer fails
+        # 5 row groups' worth of rows reach DuckDB before the producer fails
         with pytest.raises(Exception, match="producer boom"):
             s.write_table("t", big_reader(10 * ROW_GROUP, 100_000, fail=True), mode=mode)
 
@@ -289,8 +288,26 @@ def test_parallel_load_failing_after_committed_segments_changes_nothing(
         assert sorted(all_duckdb_table_names(s)) == before_all
 
 
-def test_parallel_load_restores_the_row_group_buffer_setting(session_path: Path) -> None:
+def test_parallel_load_leaves_duckdb_settings_alone(session_path: Path) -> None:
     with duckmerge.Session(session_path, threads=2) as s:
         s.execute("SET write_buffer_row_group_count = 3")
         s.write_table("t", big_reader(3 * ROW_GROUP, 100_000))
         assert s.sql("select current_setting('write_buffer_row_group_count')").fetchall() == [(3,)]
+
+
+def test_a_result_of_the_same_session_streams_in(session: duckmerge.Session) -> None:
+    """The producer is a query on the database the load writes to: its rows
+    stream in while DuckDB scans them out (no deadlock at one thread either),
+    and a table can be replaced by a query over itself."""
+    session.execute(
+        "CREATE TABLE src AS SELECT range AS id, 'n' || range AS name FROM range(300000)"
+    )
+    kept = session.sql("SELECT * FROM src WHERE id % 3 <> 0")
+    assert session.write_table("copy", kept) == 200_000
+    assert session.sql("SELECT count(*), min(id), max(id) FROM copy").fetchall() == [
+        (200_000, 1, 299_999)
+    ]
+    first_five = session.sql("SELECT * FROM src WHERE id < 5")
+    assert session.write_table("src", first_five, mode="replace") == 5
+    assert rows_of(session, "src") == [(i, f"n{i}") for i in range(5)]
+    assert sorted(session.tables()) == ["copy", "src"]

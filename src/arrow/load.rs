@@ -1,18 +1,24 @@
-//! Arrow batches into a DuckDB table: staging table, Appender, one-transaction swap.
+//! Arrow batches into a DuckDB table: a staging table filled by DuckDB's
+//! parallel `arrow_scan`, swapped in by the same transaction.
 
+use std::collections::VecDeque;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::ffi_stream::FFI_ArrowArrayStream;
+use arrow::record_batch::RecordBatchReader;
 use duckdb::Connection;
 
 use super::stream::Poll;
 use super::types::{arrow_to_duckdb_sql, normalize_batch, normalize_schema};
 use crate::backend::{
-    check_table_name, quote_ident, relation_exists, staging_name, Database, RawAppender,
-    RawConnection,
+    check_table_name, quote_ident, relation_exists, staging_name, Database, RawConnection,
 };
 use crate::error::{Error, Result};
 
@@ -49,10 +55,12 @@ enum LoadMessage {
 /// Batches queued for the loader thread.
 const LOAD_DEPTH: usize = 4;
 
-/// A load in progress. Batches go to a worker thread that owns the
-/// connection and appends them into a staging table inside one transaction;
-/// `commit` swaps the staging table in. Dropping the load without committing
-/// (an error, Ctrl-C) rolls back: the target is exactly as it was.
+/// A load in progress. Batches go to a loader thread that owns a connection:
+/// in one transaction it creates a staging table, fills it with `INSERT …
+/// SELECT` from the batches (DuckDB's `arrow_scan`, which converts and
+/// compresses them on all of the database's threads, in the input's order)
+/// and, once `commit` is asked for, swaps it in. Dropping the load without
+/// committing (an error, Ctrl-C) rolls back: the target is exactly as it was.
 pub struct TableLoad {
     tx: Option<SyncSender<LoadMessage>>,
     done: Receiver<Result<u64>>,
@@ -94,15 +102,6 @@ impl TableLoad {
             quote_ident(&staging),
             columns.join(", ")
         );
-        let workers = load_workers(&conn)?;
-        let bulk_loads = db.bulk_loads();
-        let worker_conns = if workers > 1 {
-            (0..workers)
-                .map(|_| db.connect_raw())
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            Vec::new()
-        };
         let (tx, rx) = sync_channel(LOAD_DEPTH);
         let (done_tx, done) = sync_channel(1);
         let target = target.to_string();
@@ -118,19 +117,7 @@ impl TableLoad {
                     mode,
                     schema: &worker_schema,
                 };
-                let result = if worker_conns.is_empty() {
-                    let result = run_load(&job, &conn, rx);
-                    if result.is_err() {
-                        let _ = raw.execute("ROLLBACK");
-                    }
-                    result
-                } else {
-                    bulk_loads.enter(&conn);
-                    let result = run_parallel_load(&job, &conn, worker_conns, rx);
-                    bulk_loads.leave(&conn);
-                    result
-                };
-                let _ = done_tx.send(result);
+                let _ = done_tx.send(run_load(&job, &conn, rx));
             })
             .map_err(|e| Error::io("starting the load thread", e))?;
         Ok(TableLoad {
@@ -236,7 +223,7 @@ fn clone_result(r: &Result<u64>) -> Result<u64> {
     }
 }
 
-/// What a load writes, shared by the one-connection and the parallel loader.
+/// What a load writes.
 struct LoadJob<'a> {
     raw: &'a RawConnection,
     create: &'a str,
@@ -256,44 +243,6 @@ impl LoadJob<'_> {
             "writing table \"{}\" stopped before the data ended; nothing was changed",
             self.target
         ))
-    }
-
-    /// An appender into the staging table on `raw`.
-    fn appender<'c>(&self, raw: &'c RawConnection) -> Result<RawAppender<'c>> {
-        raw.appender(self.staging, self.schema)
-            .map_err(|e| Error::sql_text(self.ctx("opening the appender"), e))
-    }
-
-    /// Appends one batch (normalised to the load's schema); returns its rows.
-    /// `since_flush` counts the rows appended since the appender last
-    /// flushed: it flushes at every [`ROW_GROUP_ROWS`], so the table gets
-    /// whole row groups. (DuckDB 2.0 starts a new row group at each flush,
-    /// and its appender flushes on its own every 204,800 rows otherwise:
-    /// row groups of 122,880 and 83,418 rows.)
-    fn append(
-        &self,
-        appender: &mut RawAppender<'_>,
-        batch: RecordBatch,
-        since_flush: &mut usize,
-    ) -> Result<u64> {
-        let batch = normalize_batch(batch, self.schema)?;
-        let n = batch.num_rows();
-        let mut offset = 0;
-        while offset < n {
-            let len = (ROW_GROUP_ROWS - *since_flush).min(n - offset);
-            appender
-                .append(&batch.slice(offset, len))
-                .map_err(|e| Error::sql_text(self.ctx("appending rows"), e))?;
-            offset += len;
-            *since_flush += len;
-            if *since_flush == ROW_GROUP_ROWS {
-                appender
-                    .flush()
-                    .map_err(|e| Error::sql_text(self.ctx("appending rows"), e))?;
-                *since_flush = 0;
-            }
-        }
-        Ok(n as u64)
     }
 
     /// The statements that put the finished staging table in place of (or
@@ -319,352 +268,185 @@ impl LoadJob<'_> {
     }
 }
 
-/// How many connections append at once: the database's `threads` setting,
-/// at most [`MAX_LOAD_WORKERS`]. One means a single transaction.
-fn load_workers(conn: &Connection) -> Result<usize> {
-    let threads: i64 = conn
-        .query_row("SELECT current_setting('threads')::BIGINT", [], |r| {
-            r.get(0)
-        })
-        .map_err(|e| Error::sql("reading the threads setting", e))?;
-    Ok((threads.max(1) as usize).min(MAX_LOAD_WORKERS))
-}
-
-/// The upper bound on parallel appenders.
-const MAX_LOAD_WORKERS: usize = 4;
-
-/// DuckDB's row group size: segments are whole row groups, so every
-/// committed segment is merged into the table as finished row groups.
+/// DuckDB's row group size: the pieces handed to `arrow_scan`.
 const ROW_GROUP_ROWS: usize = 122_880;
 
-/// Rows one worker appends and commits at a time: as many row groups as
-/// there are workers, at least two. DuckDB writes a segment's last row group
-/// during its commit, and commits take turns, so that last 1/n of the work
-/// is serial; with n workers it then takes no longer than the rest.
-fn segment_rows(workers: usize) -> usize {
-    workers.max(2) * ROW_GROUP_ROWS
+/// The in-memory database the scan's view is registered in: a transaction
+/// writes to one database only, and the staging table is in the session's.
+/// (The merge keeps its working tables there too.)
+const SCAN_DB: &str = "_duckmerge_scratch";
+
+/// The load's batches as the Arrow stream `arrow_scan` reads: normalised to
+/// the load's schema and cut or joined into pieces of exactly a row group's
+/// rows but the last (each piece is a unit of DuckDB's parallel scan and
+/// becomes one whole row group), ended by `Commit`. A closed channel (the
+/// producer failed or gave up) ends the scan with an error, and so the
+/// `INSERT`; a batch that cannot be normalised leaves its error in `failure`.
+struct ChannelReader {
+    rx: Receiver<LoadMessage>,
+    schema: SchemaRef,
+    queue: VecDeque<RecordBatch>,
+    /// The start of the next piece: slices of fewer than a row group's rows.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    rows: Arc<AtomicU64>,
+    finished: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<Error>>>,
+    done: bool,
 }
 
-/// Loads on one connection in one transaction: staging table, appender,
-/// swap, commit.
+impl Iterator for ChannelReader {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(b) = self.queue.pop_front() {
+                return Some(Ok(b));
+            }
+            if self.done {
+                return None;
+            }
+            match self.rx.recv() {
+                Ok(LoadMessage::Batch(batch)) => {
+                    if let Err(e) = self.take(batch) {
+                        self.done = true;
+                        let message = e.to_string();
+                        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return Some(Err(ArrowError::ExternalError(message.into())));
+                    }
+                }
+                Ok(LoadMessage::Commit) => {
+                    self.done = true;
+                    if let Err(e) = self.cut() {
+                        return Some(Err(e));
+                    }
+                    self.finished.store(true, Ordering::Release);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Some(Err(ArrowError::ExternalError(
+                        "the data ended before the load was committed".into(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl ChannelReader {
+    /// Normalises `batch` and adds it to the pieces.
+    fn take(&mut self, batch: RecordBatch) -> Result<()> {
+        let batch = normalize_batch(batch, &self.schema)?;
+        self.rows
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = (ROW_GROUP_ROWS - self.pending_rows).min(batch.num_rows() - offset);
+            self.pending.push(batch.slice(offset, len));
+            self.pending_rows += len;
+            offset += len;
+            if self.pending_rows == ROW_GROUP_ROWS {
+                self.cut().map_err(|e| Error::Arrow(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the pending slices as one piece (copied only when there are
+    /// several).
+    fn cut(&mut self) -> std::result::Result<(), ArrowError> {
+        let piece = match self.pending.len() {
+            0 => return Ok(()),
+            1 => self.pending.pop().expect("one slice"),
+            _ => arrow::compute::concat_batches(&self.schema, &self.pending)?,
+        };
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.queue.push_back(piece);
+        Ok(())
+    }
+}
+
+impl RecordBatchReader for ChannelReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+/// The load: the batches' stream registered as a view in [`SCAN_DB`], then
+/// one transaction that creates the staging table, fills it from the view,
+/// swaps it in and commits. Returns the rows written.
 fn run_load(job: &LoadJob<'_>, conn: &Connection, rx: Receiver<LoadMessage>) -> Result<u64> {
     let raw = job.raw;
-    raw.execute(&format!("BEGIN TRANSACTION; {}", job.create))
-        .map_err(|e| Error::sql_text(job.ctx("creating the staging table"), e))?;
-    let mut rows = 0u64;
-    {
-        let mut appender = job.appender(raw)?;
-        let mut since_flush = 0;
-        loop {
-            match rx.recv() {
-                Ok(LoadMessage::Batch(batch)) => {
-                    rows += job.append(&mut appender, batch, &mut since_flush)?
-                }
-                Ok(LoadMessage::Commit) => break,
-                Err(_) => return Err(job.cancelled()),
+    let rows = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let failure = Arc::new(Mutex::new(None));
+    // Dropped at the end of this function, after the view: dropping it
+    // drops `rx` too, so a producer still sending gets the error.
+    let mut stream = FFI_ArrowArrayStream::new(Box::new(ChannelReader {
+        rx,
+        schema: job.schema.clone(),
+        queue: VecDeque::new(),
+        pending: Vec::new(),
+        pending_rows: 0,
+        rows: rows.clone(),
+        finished: finished.clone(),
+        failure: failure.clone(),
+        done: false,
+    }));
+    let view = format!("{}.main.{}", quote_ident(SCAN_DB), quote_ident(job.staging));
+    let registered = register_view(raw, job.staging, &mut stream)
+        .map_err(|e| Error::sql_text(job.ctx("reading the data"), e));
+    let result = registered.and_then(|()| {
+        raw.execute(&format!(
+            "BEGIN TRANSACTION; {}; INSERT INTO {} SELECT * FROM {view};",
+            job.create,
+            quote_ident(job.staging)
+        ))
+        .map_err(|e| {
+            let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match failed {
+                Some(error) => error,
+                None if !finished.load(Ordering::Acquire) => job.cancelled(),
+                None => Error::sql_text(job.ctx("appending rows"), e),
             }
-        }
-        appender
-            .close()
-            .map_err(|e| Error::sql_text(job.ctx("flushing the appender"), e))?;
-    }
-    let swap = job.swap_sql(conn)?;
-    raw.execute(&swap)
-        .map_err(|e| Error::sql_text(job.ctx("swapping the new rows in"), e))?;
-    raw.execute("COMMIT")
-        .map_err(|e| Error::sql_text(job.ctx("commit"), e))?;
-    log::debug!(
-        "wrote {rows} rows to table \"{}\" ({:?})",
-        job.target,
-        job.mode
-    );
-    Ok(rows)
-}
-
-/// A message to one parallel worker.
-enum SegmentMessage {
-    /// A new segment begins: its index in the input's order.
-    Start(usize),
-    Batch(RecordBatch),
-    /// The segment is complete: append, then commit in turn.
-    End,
-}
-
-/// State shared by the dispatcher and the workers of a parallel load.
-#[derive(Default)]
-struct LoadState {
-    /// Rows dispatched and not yet appended (bounds the memory held).
-    in_flight: usize,
-    /// The segment whose commit is next: commits follow the input's order.
-    next_commit: usize,
-    /// Set when any side fails; everyone stops.
-    failed: bool,
-    /// The first real error.
-    error: Option<Error>,
-}
-
-struct Shared {
-    state: std::sync::Mutex<LoadState>,
-    changed: std::sync::Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LoadState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records a failure (the first error is kept) and wakes everyone.
-    fn fail(&self, error: Option<Error>) {
-        let mut s = self.lock();
-        s.failed = true;
-        if s.error.is_none() {
-            s.error = error;
-        }
-        drop(s);
-        self.changed.notify_all();
-    }
-
-    /// Waits until `rows` more fit in the budget (always when nothing is in
-    /// flight); false if the load failed meanwhile.
-    fn reserve(&self, rows: usize, budget: usize) -> bool {
-        let mut s = self.lock();
-        while !s.failed && s.in_flight > 0 && s.in_flight + rows > budget {
-            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
-        }
-        if s.failed {
-            return false;
-        }
-        s.in_flight += rows;
-        true
-    }
-
-    fn release(&self, rows: usize) {
-        self.lock().in_flight -= rows;
-        self.changed.notify_all();
-    }
-
-    /// Waits for `segment`'s turn to commit; false if the load failed.
-    fn wait_turn(&self, segment: usize) -> bool {
-        let mut s = self.lock();
-        while !s.failed && s.next_commit != segment {
-            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
-        }
-        !s.failed
-    }
-
-    fn committed(&self) {
-        self.lock().next_commit += 1;
-        self.changed.notify_all();
-    }
-}
-
-/// Loads with several connections at once. The input is cut into segments
-/// of whole row groups, dealt to the workers in turn; each worker appends a
-/// segment in a transaction of its own (DuckDB compresses and writes its row
-/// groups on that thread) and commits it when every earlier segment has been
-/// committed, so the staging table keeps the input's row order. The staging
-/// table is committed empty first so that the workers see it; the swap is
-/// one more transaction. On any failure the staging table is dropped (a
-/// crash leaves it to the session's next open) and the target is untouched.
-fn run_parallel_load(
-    job: &LoadJob<'_>,
-    conn: &Connection,
-    workers: Vec<RawConnection>,
-    rx: Receiver<LoadMessage>,
-) -> Result<u64> {
-    job.raw
-        .execute(job.create)
-        .map_err(|e| Error::sql_text(job.ctx("creating the staging table"), e))?;
-    let result = dispatch_segments(job, &workers, rx).and_then(|rows| {
+        })?;
         let swap = job.swap_sql(conn)?;
-        job.raw
-            .execute(&format!("BEGIN TRANSACTION; {swap} COMMIT;"))
-            .map_err(|e| {
-                let _ = job.raw.execute("ROLLBACK");
-                Error::sql_text(job.ctx("swapping the new rows in"), e)
-            })?;
-        Ok(rows)
+        raw.execute(&format!("{swap} COMMIT;"))
+            .map_err(|e| Error::sql_text(job.ctx("swapping the new rows in"), e))?;
+        Ok(rows.load(Ordering::Relaxed))
     });
-    match result {
-        Ok(rows) => {
-            log::debug!(
-                "wrote {rows} rows to table \"{}\" ({:?}, {} appenders)",
-                job.target,
-                job.mode,
-                workers.len()
-            );
-            Ok(rows)
-        }
-        Err(e) => {
-            let _ = job.raw.execute(&format!(
-                "DROP TABLE IF EXISTS {}",
-                quote_ident(job.staging)
-            ));
-            Err(e)
-        }
+    if result.is_err() {
+        let _ = raw.execute("ROLLBACK");
     }
-}
-
-/// Deals the input to the workers segment by segment; returns the rows
-/// committed to the staging table once every worker has finished.
-fn dispatch_segments(
-    job: &LoadJob<'_>,
-    workers: &[RawConnection],
-    rx: Receiver<LoadMessage>,
-) -> Result<u64> {
-    let shared = Shared {
-        state: Default::default(),
-        changed: Default::default(),
-    };
-    let seg_rows = segment_rows(workers.len());
-    let budget = (workers.len() + 1) * seg_rows;
-    std::thread::scope(|scope| {
-        let mut senders = Vec::with_capacity(workers.len());
-        let mut handles = Vec::with_capacity(workers.len());
-        for (i, raw) in workers.iter().enumerate() {
-            let (tx, wrx) = std::sync::mpsc::channel();
-            senders.push(tx);
-            let shared = &shared;
-            let handle = std::thread::Builder::new()
-                .name(format!("duckmerge-load-{i}"))
-                .spawn_scoped(scope, move || {
-                    let result = append_segments(job, raw, wrx, shared);
-                    if let Err(e) = &result {
-                        let _ = raw.execute("ROLLBACK");
-                        if !matches!(e, Error::Cancelled(_)) {
-                            shared.fail(Some(clone_error(e)));
-                        }
-                        shared.fail(None);
-                    }
-                    result
-                })
-                .map_err(|e| Error::io("starting a load thread", e))?;
-            handles.push(handle);
-        }
-        let dispatched = deal(job, &senders, rx, &shared, budget, seg_rows);
-        if dispatched.is_err() {
-            shared.fail(None);
-        }
-        drop(senders);
-        let mut rows = 0u64;
-        for handle in handles {
-            match handle.join() {
-                Ok(Ok(n)) => rows += n,
-                Ok(Err(_)) => {}
-                Err(_) => shared.fail(Some(Error::Arrow(job.ctx("a load thread panicked")))),
-            }
-        }
-        let mut state = shared.lock();
-        if let Some(e) = state.error.take() {
-            return Err(e);
-        }
-        dispatched?;
-        if state.failed {
-            return Err(job.cancelled());
-        }
-        Ok(rows)
-    })
-}
-
-/// The dispatcher: cuts the incoming batches at segment boundaries and sends
-/// segment `i` to worker `i % workers`.
-fn deal(
-    job: &LoadJob<'_>,
-    senders: &[std::sync::mpsc::Sender<SegmentMessage>],
-    rx: Receiver<LoadMessage>,
-    shared: &Shared,
-    budget: usize,
-    seg_rows: usize,
-) -> Result<()> {
-    let mut segment = 0usize;
-    let mut segment_rows = 0usize;
-    let mut open = false;
-    let send = |segment: usize, m: SegmentMessage| -> Result<()> {
-        senders[segment % senders.len()]
-            .send(m)
-            .map_err(|_| job.cancelled())
-    };
-    loop {
-        match rx.recv() {
-            Ok(LoadMessage::Batch(batch)) => {
-                let mut offset = 0;
-                while offset < batch.num_rows() {
-                    if !open {
-                        send(segment, SegmentMessage::Start(segment))?;
-                        open = true;
-                    }
-                    let take = (seg_rows - segment_rows).min(batch.num_rows() - offset);
-                    if !shared.reserve(take, budget) {
-                        return Err(job.cancelled());
-                    }
-                    send(segment, SegmentMessage::Batch(batch.slice(offset, take)))?;
-                    offset += take;
-                    segment_rows += take;
-                    if segment_rows == seg_rows {
-                        send(segment, SegmentMessage::End)?;
-                        segment += 1;
-                        segment_rows = 0;
-                        open = false;
-                    }
-                }
-            }
-            Ok(LoadMessage::Commit) => {
-                if open {
-                    send(segment, SegmentMessage::End)?;
-                }
-                return Ok(());
-            }
-            Err(_) => return Err(job.cancelled()),
-        }
+    // The view reads `stream`: it goes first.
+    let _ = raw.execute(&format!("DROP VIEW IF EXISTS {view}"));
+    drop(stream);
+    if let Ok(n) = &result {
+        log::debug!(
+            "wrote {n} rows to table \"{}\" ({:?})",
+            job.target,
+            job.mode
+        );
     }
+    result
 }
 
-/// One worker: for each segment it is dealt, a transaction, an appender, and
-/// a commit in the segment's turn. Returns the rows it committed.
-fn append_segments(
-    job: &LoadJob<'_>,
+/// Registers `stream` as view `name` of [`SCAN_DB`] (attached if needed)
+/// on `raw`, whose current database is the same before and after.
+fn register_view(
     raw: &RawConnection,
-    rx: Receiver<SegmentMessage>,
-    shared: &Shared,
-) -> Result<u64> {
-    let mut rows = 0u64;
-    loop {
-        let segment = match rx.recv() {
-            Ok(SegmentMessage::Start(segment)) => segment,
-            Ok(_) => return Err(Error::Arrow(job.ctx("a segment arrived without its start"))),
-            Err(_) => return Ok(rows),
-        };
-        raw.execute("BEGIN TRANSACTION")
-            .map_err(|e| Error::sql_text(job.ctx("starting a transaction"), e))?;
-        let mut segment_rows = 0u64;
-        let mut appender = job.appender(raw)?;
-        let mut since_flush = 0;
-        loop {
-            match rx.recv() {
-                Ok(SegmentMessage::Batch(batch)) => {
-                    let n = batch.num_rows();
-                    let appended = job.append(&mut appender, batch, &mut since_flush);
-                    shared.release(n);
-                    segment_rows += appended?;
-                }
-                Ok(SegmentMessage::End) => break,
-                Ok(SegmentMessage::Start(_)) => {
-                    return Err(Error::Arrow(job.ctx("a segment started inside another")))
-                }
-                Err(_) => return Err(job.cancelled()),
-            }
-        }
-        appender
-            .close()
-            .map_err(|e| Error::sql_text(job.ctx("flushing the appender"), e))?;
-        if !shared.wait_turn(segment) {
-            return Err(job.cancelled());
-        }
-        raw.execute("COMMIT")
-            .map_err(|e| Error::sql_text(job.ctx("committing a segment"), e))?;
-        shared.committed();
-        rows += segment_rows;
-    }
+    name: &str,
+    stream: &mut FFI_ArrowArrayStream,
+) -> std::result::Result<(), String> {
+    let home = raw.current_database()?;
+    let scratch = quote_ident(SCAN_DB);
+    raw.execute(&format!(
+        "ATTACH IF NOT EXISTS ':memory:' AS {scratch}; USE {scratch};"
+    ))?;
+    let registered = raw.arrow_scan_view(name, stream);
+    let back = raw.execute(&format!("USE {}", quote_ident(&home)));
+    registered.and(back)
 }
 
 fn clone_error(e: &Error) -> Error {
@@ -755,12 +537,11 @@ mod tests {
     }
 
     #[test]
-    fn parallel_load_commits_segments_in_the_input_order() {
+    fn parallel_load_keeps_the_input_order_in_whole_row_groups() {
         let db = Database::in_memory().unwrap();
         let conn = db.connect().unwrap();
         conn.execute_batch("SET threads = 3").unwrap();
-        assert_eq!(load_workers(&conn).unwrap(), 3);
-        let rows = 3 * segment_rows(3) + 1_000;
+        let rows = 5 * ROW_GROUP_ROWS + 1_000;
         let ids: Vec<i64> = (0..rows as i64).collect();
         let mut load =
             TableLoad::start(&db, "t", &batch(&[0]).schema(), WriteMode::Create).unwrap();
@@ -770,7 +551,7 @@ mod tests {
         assert_eq!(load.commit().unwrap(), rows as u64);
         let misplaced: i64 = conn
             .query_row(
-                "SELECT count(*) FROM (SELECT id, name, row_number() OVER () - 1 AS pos FROM t) \
+                "SELECT count(*) FROM (SELECT id, name, rowid AS pos FROM t) \
                  WHERE id <> pos OR name <> 'n' || pos",
                 [],
                 |r| r.get(0),
@@ -778,21 +559,34 @@ mod tests {
             .unwrap();
         assert_eq!(count(&conn, "t"), rows as i64);
         assert_eq!(misplaced, 0);
-        let setting: String = conn
+        // The scan's view is gone, and the connections' database is the same.
+        let views: i64 = conn
             .query_row(
-                "SELECT current_setting('write_buffer_row_group_count')::VARCHAR",
+                "SELECT count(*) FROM duckdb_views() WHERE NOT internal",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(setting, "5", "the load puts DuckDB's default back");
+        assert_eq!(views, 0);
     }
 
     #[test]
-    fn segments_are_whole_row_groups_one_per_worker_at_least_two() {
-        assert_eq!(segment_rows(1), 2 * ROW_GROUP_ROWS);
-        assert_eq!(segment_rows(2), 2 * ROW_GROUP_ROWS);
-        assert_eq!(segment_rows(4), 4 * ROW_GROUP_ROWS);
+    fn a_batch_that_does_not_fit_the_schema_fails_the_load_and_changes_nothing() {
+        let db = Database::in_memory().unwrap();
+        let conn = db.connect().unwrap();
+        write(&db, "t", &[1, 2], WriteMode::Create).unwrap();
+        let mut load =
+            TableLoad::start(&db, "t", &batch(&[0]).schema(), WriteMode::Replace).unwrap();
+        load.append(batch(&[5, 6])).unwrap();
+        let other = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Utf8, true)])),
+            vec![Arc::new(StringArray::from(vec!["a"]))],
+        )
+        .unwrap();
+        let appended = load.append(other);
+        let outcome = appended.and_then(|()| load.commit());
+        assert!(outcome.is_err());
+        assert_eq!(count(&conn, "t"), 2);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! Out: [`QueryStream`] runs a query on its own connection in a worker thread
 //! and hands `RecordBatch`es over a bounded channel, reading DuckDB with
 //! `Statement::step()` so a fetch error (an interrupt is one) is an `Err`,
-//! never a panic. In: [`TableLoad`] appends batches into a staging table and
-//! swaps it in inside one transaction.
+//! never a panic. In: [`TableLoad`] streams batches into a staging table
+//! through DuckDB's parallel Arrow scan and swaps it in, in one transaction.
 
 mod load;
 mod stream;

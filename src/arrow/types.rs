@@ -1,4 +1,4 @@
-//! Arrow types → DuckDB column types, and the few casts DuckDB's Appender needs.
+//! Arrow types → DuckDB column types, and the few casts a load makes first.
 
 use std::sync::Arc;
 
@@ -80,9 +80,11 @@ pub fn arrow_to_duckdb_sql(dt: &DataType) -> Result<String> {
     })
 }
 
-/// The type a column is appended as: the few types the Appender cannot take
-/// become ones it can (dictionaries → their values, null → VARCHAR,
-/// float16 → float32). Nested types are normalised inside.
+/// The type a column is loaded as: the few types DuckDB's Arrow conversion
+/// does not take, or would turn into another column type than the staging
+/// table's, become plain ones (dictionaries → their values rather than an
+/// ENUM, null → VARCHAR, float16 → float32). Nested types are normalised
+/// inside.
 fn normalize_type(dt: &DataType) -> DataType {
     match dt {
         DataType::Null => DataType::Utf8,
@@ -105,7 +107,7 @@ fn normalize_field(f: &Arc<Field>) -> Arc<Field> {
     }
 }
 
-/// The schema batches are appended with.
+/// The schema batches are loaded with.
 pub fn normalize_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(
         schema
@@ -186,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn dictionary_and_null_columns_are_cast_for_the_appender() {
+    fn dictionary_and_null_columns_are_cast_for_the_load() {
         let dict: DictionaryArray<Int32Type> = vec!["x", "y", "x"].into_iter().collect();
         let schema = Arc::new(Schema::new(vec![
             Field::new("d", dict.data_type().clone(), true),

@@ -8,7 +8,7 @@ mod raw;
 mod step;
 
 pub use native::Database;
-pub use raw::{Progress, RawAppender, RawConnection, RawDatabase};
+pub use raw::{Progress, RawConnection, RawDatabase};
 pub use step::{duckdb_value_to_json, NativeBackend, NullContext, SqlBackend, StepContext};
 
 use crate::error::{Error, Result};

@@ -18,8 +18,6 @@ pub struct Database {
     /// Held by a merge for its whole run: merges share tables (the stage log,
     /// vendor and consolidated tables), so two on one database take turns.
     merge_lock: Arc<Mutex<()>>,
-    /// Loads that need DuckDB to write each finished row group at once.
-    bulk_loads: Arc<ScopedSetting>,
     /// Result streams still running (`close()` ends them first).
     streams: OpenStreams,
     // Dropped before `raw` (field order): connections first, then the handle.
@@ -69,7 +67,6 @@ impl Database {
         Ok(Database {
             path: path.to_path_buf(),
             merge_lock: Arc::new(Mutex::new(())),
-            bulk_loads: Arc::new(ScopedSetting::new("write_buffer_row_group_count", "1")),
             streams: OpenStreams::default(),
             primary: Mutex::new(Some(conn)),
             raw: Mutex::new(Some(raw)),
@@ -91,13 +88,6 @@ impl Database {
     /// The lock a merge holds while it runs (see `SqlBackend::merge_lock`).
     pub fn merge_lock(&self) -> Arc<Mutex<()>> {
         self.merge_lock.clone()
-    }
-
-    /// `write_buffer_row_group_count = 1` while parallel loads run (see
-    /// `arrow::load`): DuckDB then writes each finished row group on the
-    /// appending thread instead of buffering five for the commit.
-    pub fn bulk_loads(&self) -> Arc<ScopedSetting> {
-        self.bulk_loads.clone()
     }
 
     /// The result streams running on this database (see `OpenStreams`).
@@ -159,56 +149,3 @@ impl Database {
 
 /// How long `Database::close` waits for the result streams it ends.
 const STREAMS_END_WAIT: Duration = Duration::from_secs(5);
-
-/// A GLOBAL DuckDB setting given `value` while at least one holder needs it,
-/// then put back to what it was before the first holder came.
-pub struct ScopedSetting {
-    name: &'static str,
-    value: &'static str,
-    /// Holders, and the value to restore when the last one leaves.
-    state: Mutex<(usize, Option<String>)>,
-}
-
-impl ScopedSetting {
-    pub fn new(name: &'static str, value: &'static str) -> Self {
-        ScopedSetting {
-            name,
-            value,
-            state: Mutex::new((0, None)),
-        }
-    }
-
-    /// Sets the value (if this is the first holder). A failure only costs
-    /// speed, so it is logged, not returned.
-    pub fn enter(&self, conn: &Connection) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.0 == 0 {
-            let before = conn
-                .query_row(
-                    &format!("SELECT current_setting('{}')::VARCHAR", self.name),
-                    [],
-                    |r| r.get::<_, String>(0),
-                )
-                .ok();
-            match conn.execute_batch(&format!("SET GLOBAL {} = {}", self.name, self.value)) {
-                Ok(()) => state.1 = before,
-                Err(e) => log::debug!("could not set {}: {e}", self.name),
-            }
-        }
-        state.0 += 1;
-    }
-
-    /// Restores the previous value when the last holder leaves.
-    pub fn leave(&self, conn: &Connection) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.0 = state.0.saturating_sub(1);
-        if state.0 == 0 {
-            if let Some(before) = state.1.take() {
-                let sql = format!("SET GLOBAL {} = {}", self.name, super::sql_string(&before));
-                if let Err(e) = conn.execute_batch(&sql) {
-                    log::debug!("could not restore {}: {e}", self.name);
-                }
-            }
-        }
-    }
-}

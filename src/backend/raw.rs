@@ -9,13 +9,10 @@ use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, StructArray};
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use duckdb::{ffi, Connection};
 
 use crate::arrow::Param;
-
-/// Rows per chunk DuckDB's appender and converters work with.
-const VECTOR_SIZE: usize = 2048;
 
 /// A C string DuckDB owns, as Rust text; `fallback` when it is null.
 ///
@@ -276,40 +273,38 @@ impl RawConnection {
         outcome
     }
 
-    /// An appender into `table` (main schema) for batches of `schema`,
-    /// converted by DuckDB's C++ Arrow scanner.
-    pub fn appender(&self, table: &str, schema: &Schema) -> Result<RawAppender<'_>, String> {
-        let mut ffi_schema = FFI_ArrowSchema::try_from(schema).map_err(|e| e.to_string())?;
-        let mut converted: ffi::duckdb_arrow_converted_schema = ptr::null_mut();
-        // SAFETY: `ffi_schema` is a valid Arrow C schema (released by its
-        // Drop); `converted` is an out pointer destroyed by RawAppender.
-        let err = unsafe {
-            ffi::duckdb_schema_from_arrow(
-                self.con,
-                (&mut ffi_schema as *mut FFI_ArrowSchema).cast(),
-                &mut converted,
-            )
-        };
-        if let Some(m) = take_error(err) {
-            return Err(m);
+    /// Registers `stream` as the view `name` in the connection's current
+    /// schema, read through DuckDB's parallel `arrow_scan`
+    /// (`duckdb_arrow_scan`). The stream must outlive every query on the view.
+    pub fn arrow_scan_view(
+        &self,
+        name: &str,
+        stream: *mut arrow::ffi_stream::FFI_ArrowArrayStream,
+    ) -> Result<(), String> {
+        let cname = c_string(name)?;
+        // SAFETY: `self.con` is open; the caller keeps `stream` alive.
+        let state = unsafe { ffi::duckdb_arrow_scan(self.con, cname.as_ptr(), stream.cast()) };
+        if state == ffi::DuckDBSuccess {
+            Ok(())
+        } else {
+            Err(format!(
+                "could not register the Arrow stream as view {name}"
+            ))
         }
-        let ctable = c_string(table)?;
-        let mut app: ffi::duckdb_appender = ptr::null_mut();
-        // SAFETY: `self.con` is open; `app` is destroyed by RawAppender's Drop.
-        let state = unsafe {
-            ffi::duckdb_appender_create(self.con, ptr::null(), ctable.as_ptr(), &mut app)
-        };
-        let appender = RawAppender {
-            con: self,
-            app,
-            converted,
-        };
-        if state != ffi::DuckDBSuccess {
-            return Err(appender
-                .error()
-                .unwrap_or_else(|| format!("could not append to {table}")));
-        }
-        Ok(appender)
+    }
+
+    /// The connection's current database (`current_database()`).
+    pub fn current_database(&self) -> Result<String, String> {
+        let (_, batches) = self.query_arrow("SELECT current_database()", &[])?;
+        batches
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .map(|a| a.value(0).to_string())
+            })
+            .ok_or_else(|| "could not read current_database()".to_string())
     }
 
     /// The running statement's progress.
@@ -576,93 +571,6 @@ struct OptionsHandle(ffi::duckdb_arrow_options);
 // SAFETY: the options are immutable after creation and outlive the scope.
 unsafe impl Send for OptionsHandle {}
 
-/// Appends Arrow batches to a table through DuckDB's C++ Arrow scanner.
-pub struct RawAppender<'c> {
-    con: &'c RawConnection,
-    app: ffi::duckdb_appender,
-    converted: ffi::duckdb_arrow_converted_schema,
-}
-
-impl RawAppender<'_> {
-    fn error(&self) -> Option<String> {
-        // SAFETY: `self.app` is a live appender (possibly in an error state).
-        take_error(unsafe { ffi::duckdb_appender_error_data(self.app) })
-    }
-
-    /// Appends a batch (of the schema the appender was made for).
-    pub fn append(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = VECTOR_SIZE.min(batch.num_rows() - offset);
-            let slice = StructArray::from(batch.slice(offset, len));
-            let (mut array, _schema) = to_ffi(&slice.to_data()).map_err(|e| e.to_string())?;
-            let mut chunk: ffi::duckdb_data_chunk = ptr::null_mut();
-            // SAFETY: `array` is a valid Arrow C array whose ownership DuckDB
-            // takes (it sets `release` to null, so our Drop does nothing);
-            // `chunk` is destroyed below.
-            let err = unsafe {
-                ffi::duckdb_data_chunk_from_arrow(
-                    self.con.con,
-                    (&mut array as *mut FFI_ArrowArray).cast(),
-                    self.converted,
-                    &mut chunk,
-                )
-            };
-            if let Some(m) = take_error(err) {
-                if !chunk.is_null() {
-                    // SAFETY: created by DuckDB above, destroyed once.
-                    unsafe { ffi::duckdb_destroy_data_chunk(&mut chunk) };
-                }
-                return Err(m);
-            }
-            // SAFETY: `self.app` is live and `chunk` matches its table's columns.
-            let state = unsafe { ffi::duckdb_append_data_chunk(self.app, chunk) };
-            // SAFETY: `chunk` was created by DuckDB above, destroyed once.
-            unsafe { ffi::duckdb_destroy_data_chunk(&mut chunk) };
-            if state != ffi::DuckDBSuccess {
-                return Err(self.error().unwrap_or_else(|| "append failed".into()));
-            }
-            offset += len;
-        }
-        Ok(())
-    }
-
-    /// Hands the rows appended so far to the table (the transaction's
-    /// local storage).
-    pub fn flush(&mut self) -> Result<(), String> {
-        // SAFETY: `self.app` is live.
-        if unsafe { ffi::duckdb_appender_flush(self.app) } != ffi::DuckDBSuccess {
-            return Err(self
-                .error()
-                .unwrap_or_else(|| "flushing the appender failed".into()));
-        }
-        Ok(())
-    }
-
-    /// Flushes and closes the appender.
-    pub fn close(self) -> Result<(), String> {
-        // SAFETY: `self.app` is live; Drop destroys it afterwards.
-        if unsafe { ffi::duckdb_appender_close(self.app) } != ffi::DuckDBSuccess {
-            return Err(self
-                .error()
-                .unwrap_or_else(|| "closing the appender failed".into()));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for RawAppender<'_> {
-    fn drop(&mut self) {
-        // SAFETY: both handles were created for this appender and are freed once.
-        unsafe {
-            ffi::duckdb_appender_destroy(&mut self.app);
-            if !self.converted.is_null() {
-                ffi::duckdb_destroy_arrow_converted_schema(&mut self.converted);
-            }
-        }
-    }
-}
-
 impl Drop for RawConnection {
     fn drop(&mut self) {
         // SAFETY: `self.con` came from duckdb_connect and is closed once.
@@ -800,7 +708,7 @@ mod tests {
     }
 
     #[test]
-    fn arrow_round_trip_through_the_c_converters() {
+    fn arrow_round_trip_through_the_c_scan_and_converter() {
         use arrow::array::{Int64Array, StringArray};
         use arrow::datatypes::{DataType, Field};
         let db = RawDatabase::open(Path::new(":memory:"), &[]).unwrap();
@@ -824,9 +732,13 @@ mod tests {
             ],
         )
         .unwrap();
-        let mut app = con.appender("t", &schema).unwrap();
-        app.append(&batch).unwrap();
-        app.close().unwrap();
+        let mut stream = arrow::ffi_stream::FFI_ArrowArrayStream::new(Box::new(
+            arrow::record_batch::RecordBatchIterator::new([Ok(batch)], schema.clone()),
+        ));
+        con.arrow_scan_view("v", &mut stream).unwrap();
+        con.execute("INSERT INTO t SELECT * FROM v; DROP VIEW v")
+            .unwrap();
+        assert_eq!(con.current_database().unwrap(), "memory");
         let (out_schema, batches) = con
             .query_arrow(
                 "SELECT * FROM t WHERE id IS NULL OR id >= ? ORDER BY rowid",

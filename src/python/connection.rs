@@ -72,6 +72,13 @@ pub(crate) fn write_table(
             Ok(b) => b,
             Err(e) => {
                 py.detach(|| load.abort());
+                // Ctrl-C inside a Python producer (a generator behind a
+                // RecordBatchReader) reaches us as the stream's error.
+                if e.to_string().contains("KeyboardInterrupt") {
+                    return Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(format!(
+                        "writing table \"{name}\" was interrupted; nothing was changed"
+                    )));
+                }
                 return Err(to_pyerr(Error::Arrow(format!(
                     "reading the data for table \"{name}\" failed, nothing was changed: {e}"
                 ))));
@@ -158,9 +165,9 @@ impl PyConnection {
 
     /// Writes Arrow data (or a pandas DataFrame) to a table through a staging
     /// table swapped in atomically. ``mode``: ``"create"`` (fail if it
-    /// exists), ``"replace"`` or ``"append"``. With ``threads`` > 1, up to
-    /// four Appenders load in parallel, keeping the input's row order.
-    /// Returns the rows written.
+    /// exists), ``"replace"`` or ``"append"``. DuckDB converts and compresses
+    /// the rows on all of the session's threads, keeping the input's row
+    /// order. Returns the rows written.
     ///
     /// >>> con.write_table("scores", polars_df, mode="replace")
     #[pyo3(signature = (name, data, mode="create"))]

@@ -185,9 +185,9 @@ impl PySession {
     }
 
     /// Writes Arrow data or a pandas DataFrame to a table (staging + atomic
-    /// swap). ``mode``: ``"create"``, ``"replace"`` or ``"append"``. With
-    /// ``threads`` > 1, up to four Appenders load in parallel; the table keeps
-    /// the input's row order. Returns the rows written.
+    /// swap). ``mode``: ``"create"``, ``"replace"`` or ``"append"``. DuckDB
+    /// converts and compresses the rows on all of the session's threads; the
+    /// table keeps the input's row order. Returns the rows written.
     ///
     /// >>> ctx.write_table("scores", df, mode="replace")
     #[pyo3(signature = (name, data, mode="create"))]
