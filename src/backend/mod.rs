@@ -2,7 +2,6 @@
 //! Shared SQL helpers (identifier quoting, catalog look-ups) live here so the
 //! drivers and the session build statements the same way.
 
-mod collect;
 mod native;
 mod raw;
 mod step;

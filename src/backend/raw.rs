@@ -104,16 +104,7 @@ impl RawDatabase {
             };
             return Err(message);
         }
-        let db = RawDatabase { db };
-        // `Result.to_arrow()` of a table converts in DuckDB's workers through
-        // this aggregate; without it, tables are streamed like any query.
-        if let Err(e) = db
-            .raw_connection()
-            .and_then(|c| super::collect::register(&c))
-        {
-            log::warn!("{e}; table reads fall back to streaming");
-        }
-        Ok(db)
+        Ok(RawDatabase { db })
     }
 
     /// A duckdb-rs connection to this database.
@@ -172,11 +163,6 @@ pub struct Progress {
 }
 
 impl RawConnection {
-    /// The C handle, for this module's siblings.
-    pub(super) fn handle(&self) -> ffi::duckdb_connection {
-        self.con
-    }
-
     /// Runs one or more statements; DuckDB's message on failure.
     pub fn execute(&self, sql: &str) -> Result<(), String> {
         let csql = c_string(sql)?;
@@ -271,6 +257,71 @@ impl RawConnection {
         // SAFETY: `result` was filled by DuckDB and is destroyed once.
         unsafe { ffi::duckdb_destroy_result(&mut result) };
         outcome
+    }
+
+    /// Runs `sql` (one statement, no parameters) and reads its whole result
+    /// as Arrow batches of up to `batch_size` rows that DuckDB's worker
+    /// threads build while it runs, in the result's order (arrays end at the
+    /// scan's batch boundaries: a table's row groups). See
+    /// `src/cpp/arrow_result.cpp`. Interrupt it with
+    /// [`RawConnection::interrupt`] from another thread.
+    pub fn query_arrow_parallel(
+        &self,
+        sql: &str,
+        batch_size: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+        let csql = c_string(sql)?;
+        let mut ffi_schema = FFI_ArrowSchema::empty();
+        let mut error: *mut std::os::raw::c_char = ptr::null_mut();
+        // SAFETY: `self.con` is open; `csql` outlives the call; the out
+        // pointers are ours.
+        let stream = ShimStream(unsafe {
+            duckmerge_arrow_stream_open(
+                self.con,
+                csql.as_ptr(),
+                batch_size as ffi::idx_t,
+                (&mut ffi_schema as *mut FFI_ArrowSchema).cast(),
+                &mut error,
+            )
+        });
+        // SAFETY: `error` is null or a string from the shim.
+        if let Some(message) = unsafe { shim_error(error) } {
+            return Err(message);
+        }
+        let schema = Arc::new(Schema::try_from(&ffi_schema).map_err(|e| e.to_string())?);
+        let struct_type = arrow::datatypes::DataType::Struct(schema.fields().clone());
+        let chunk_schema = FFI_ArrowSchema::try_from(&struct_type).map_err(|e| e.to_string())?;
+        let mut batches = Vec::new();
+        loop {
+            let mut array = FFI_ArrowArray::empty();
+            let mut error: *mut std::os::raw::c_char = ptr::null_mut();
+            // SAFETY: `stream.0` is open; the out pointers are ours.
+            let got = unsafe {
+                duckmerge_arrow_stream_next(
+                    stream.0,
+                    (&mut array as *mut FFI_ArrowArray).cast(),
+                    &mut error,
+                )
+            };
+            match got {
+                1 => {
+                    // SAFETY: DuckDB filled `array` with a struct of the
+                    // result's columns, described by `chunk_schema`.
+                    let data =
+                        unsafe { from_ffi(array, &chunk_schema) }.map_err(|e| e.to_string())?;
+                    let batch = RecordBatch::from(StructArray::from(data))
+                        .with_schema(schema.clone())
+                        .map_err(|e| e.to_string())?;
+                    batches.push(batch);
+                }
+                0 => return Ok((schema, batches)),
+                // SAFETY: `error` is null or a string from the shim.
+                _ => {
+                    return Err(unsafe { shim_error(error) }
+                        .unwrap_or_else(|| "reading the result failed".into()))
+                }
+            }
+        }
     }
 
     /// Registers `stream` as the view `name` in the connection's current
@@ -559,6 +610,53 @@ unsafe fn read_result_arrow(
     }
 }
 
+// src/cpp/arrow_result.cpp
+extern "C" {
+    fn duckmerge_arrow_stream_open(
+        connection: ffi::duckdb_connection,
+        sql: *const std::os::raw::c_char,
+        batch_size: ffi::idx_t,
+        out_schema: *mut std::ffi::c_void,
+        out_error: *mut *mut std::os::raw::c_char,
+    ) -> *mut std::ffi::c_void;
+    fn duckmerge_arrow_stream_next(
+        stream: *mut std::ffi::c_void,
+        out: *mut std::ffi::c_void,
+        out_error: *mut *mut std::os::raw::c_char,
+    ) -> std::os::raw::c_int;
+    fn duckmerge_arrow_stream_close(stream: *mut std::ffi::c_void);
+    fn duckmerge_free_error(error: *mut std::os::raw::c_char);
+}
+
+/// An open result stream of the shim (or null), closed on drop (a query
+/// still running ends).
+struct ShimStream(*mut std::ffi::c_void);
+
+impl Drop for ShimStream {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: opened by duckmerge_arrow_stream_open, closed once.
+            unsafe { duckmerge_arrow_stream_close(self.0) };
+        }
+    }
+}
+
+/// The shim's error text (freed), or `None` for a null pointer.
+///
+/// # Safety
+/// `error` must be null or a string from the shim, not used after.
+unsafe fn shim_error(error: *mut std::os::raw::c_char) -> Option<String> {
+    if error.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string from the shim, freed once here.
+    unsafe {
+        let text = CStr::from_ptr(error).to_string_lossy().into_owned();
+        duckmerge_free_error(error);
+        Some(text)
+    }
+}
+
 /// A fetched data chunk handed to the converter thread.
 struct ChunkHandle(ffi::duckdb_data_chunk);
 // SAFETY: a fetched chunk is owned by whoever holds the handle; DuckDB does
@@ -758,6 +856,107 @@ mod tests {
         assert!(first.column(0).is_null(0));
         let err = con.query_arrow("SELECT * FROM nowhere", &[]).unwrap_err();
         assert!(err.contains("nowhere"), "{err}");
+    }
+
+    fn parallel_db(threads: usize) -> (RawDatabase, RawConnection) {
+        let db =
+            RawDatabase::open(Path::new(":memory:"), &[("threads", threads.to_string())]).unwrap();
+        let con = db.raw_connection().unwrap();
+        (db, con)
+    }
+
+    fn rows(batches: &[RecordBatch]) -> usize {
+        batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[test]
+    fn a_parallel_read_comes_back_whole_and_in_order() {
+        use arrow::array::{Int64Array, StringArray};
+        for threads in [1, 4] {
+            let (_db, con) = parallel_db(threads);
+            con.execute(
+                "CREATE TABLE t AS SELECT range AS i, 'v' || range AS s FROM range(1000000)",
+            )
+            .unwrap();
+            // Deleted rows leave holes in the row groups; the order must still hold.
+            con.execute("DELETE FROM t WHERE i % 7 = 3").unwrap();
+            let (schema, batches) = con
+                .query_arrow_parallel("SELECT * FROM t", 1_000_000)
+                .unwrap();
+            assert_eq!(schema.field(0).name(), "i");
+            assert_eq!(schema.field(1).name(), "s");
+            if threads > 1 {
+                assert!(batches.len() > 1, "arrays end at the scan's batches");
+            }
+            let mut expected = (0..1_000_000i64).filter(|i| i % 7 != 3);
+            for b in &batches {
+                let ints = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                let strs = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                for (k, v) in ints.values().iter().enumerate() {
+                    let want = expected.next().unwrap();
+                    assert_eq!(*v, want, "threads={threads}");
+                    assert_eq!(strs.value(k), format!("v{want}"));
+                }
+            }
+            assert!(
+                expected.next().is_none(),
+                "rows missing (threads={threads})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_parallel_read_of_empty_tables_views_and_odd_names() {
+        let (_db, con) = parallel_db(2);
+        con.execute("CREATE TABLE e (a INTEGER, b VARCHAR)")
+            .unwrap();
+        let (schema, batches) = con.query_arrow_parallel("SELECT * FROM e", 1000).unwrap();
+        assert_eq!(schema.fields().len(), 2);
+        assert_eq!(rows(&batches), 0);
+        con.execute("CREATE VIEW v AS SELECT 1 AS a UNION ALL SELECT 2")
+            .unwrap();
+        let (_, batches) = con.query_arrow_parallel("SELECT * FROM v", 1000).unwrap();
+        assert_eq!(rows(&batches), 2);
+        let name = super::super::quote_ident("a\"; DROP TABLE x; --");
+        con.execute(&format!(
+            "CREATE TABLE {name} AS SELECT 5::BIGINT AS rowid, 1 AS x"
+        ))
+        .unwrap();
+        let (schema, batches) = con
+            .query_arrow_parallel(&format!("SELECT * FROM {name}"), 1000)
+            .unwrap();
+        assert_eq!(schema.field(0).name(), "rowid");
+        assert_eq!(rows(&batches), 1);
+        let err = con
+            .query_arrow_parallel("SELECT * FROM nowhere", 1000)
+            .unwrap_err();
+        assert!(err.contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn an_interrupted_parallel_read_fails_and_the_connection_stays_usable() {
+        let (_db, con) = parallel_db(2);
+        let con = Arc::new(con);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let interrupter = {
+            let (con, done) = (con.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    con.interrupt();
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        let outcome = con.query_arrow_parallel("SELECT count(*) FROM range(100000000000)", 1000);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        interrupter.join().unwrap();
+        let err = outcome.expect_err("the read was interrupted");
+        assert!(
+            err.contains("INTERRUPT") || err.contains("nterrupt"),
+            "{err}"
+        );
+        let (_, batches) = con.query_arrow_parallel("SELECT 42", 1000).unwrap();
+        assert_eq!(rows(&batches), 1);
     }
 
     #[test]

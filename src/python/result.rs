@@ -126,6 +126,10 @@ impl PyQueryResult {
     }
 }
 
+/// Rows per Arrow batch of a whole table at most (arrays also end at each of
+/// the scan's batches: a table's row groups, with more than one thread).
+const ARROW_BATCH_ROWS: usize = 1_000_000;
+
 fn run_collect(
     py: Python<'_>,
     db: &SharedDb,
@@ -134,22 +138,23 @@ fn run_collect(
     context: &str,
     table: Option<&str>,
 ) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
-    // Everything is read anyway: DuckDB runs the query in parallel and its
-    // C++ converter produces the Arrow batches, for a whole table inside
-    // DuckDB's workers (RawConnection::table_arrow), otherwise on a second
-    // thread beside the fetching one (RawConnection::query_arrow).
+    // Everything is read anyway. A whole table: DuckDB's worker threads
+    // build the Arrow arrays while they scan (RawConnection::
+    // query_arrow_parallel); any other query streams, and DuckDB's converter
+    // turns its chunks into Arrow on a second thread (RawConnection::
+    // query_arrow).
     let con = Arc::new(db.connect_raw().py_err()?);
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let worker = con.clone();
     let (sql, params) = (sql.to_string(), params.to_vec());
-    let table = table.map(str::to_string);
+    let whole_table = table.is_some();
     std::thread::Builder::new()
         .name("duckmerge-query".into())
         .spawn(move || {
-            let out = match table.as_deref().map(|t| worker.table_arrow(t)) {
-                Some(Ok(Some(out))) => Ok(out),
-                Some(Err(e)) => Err(e),
-                Some(Ok(None)) | None => worker.query_arrow(&sql, &params),
+            let out = if whole_table {
+                worker.query_arrow_parallel(&sql, ARROW_BATCH_ROWS)
+            } else {
+                worker.query_arrow(&sql, &params)
             };
             let _ = tx.send(out);
         })
