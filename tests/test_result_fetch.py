@@ -154,3 +154,25 @@ def test_closing_the_session_ends_a_half_read_result(
     assert read < 100_000_000
     with duckmerge.Session(folder) as again:
         assert again.sql("SELECT sum(a) FROM written_meanwhile").fetchone() == (6,)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_select_results_keep_their_order(tmp_path: Path, threads: int) -> None:
+    """A SELECT without parameters is collected by DuckDB's worker threads in
+    parallel; its rows come back in the query's order all the same."""
+    rows = 600_000
+    with duckmerge.Session(tmp_path / "s", threads=threads) as s:
+        s.execute(f"CREATE TABLE t AS SELECT range AS id, 'n' || range AS name FROM range({rows})")
+        whole = s.sql("SELECT * FROM t").to_arrow()
+        assert whole.column("id").to_pylist() == list(range(rows))
+        assert whole.column("name")[rows - 1].as_py() == f"n{rows - 1}"
+        odd = s.sql("SELECT id FROM t WHERE id % 2 = 1").to_arrow()
+        assert odd.column("id").to_pylist() == list(range(1, rows, 2))
+        desc = s.sql("SELECT id FROM t ORDER BY id DESC").to_arrow()
+        assert desc.column("id").to_pylist() == list(range(rows - 1, -1, -1))
+        # parameters and statements other than SELECT take the streaming path
+        bound = s.sql("SELECT id FROM t WHERE id < ? ORDER BY id", [3]).to_arrow()
+        assert bound.column("id").to_pylist() == [0, 1, 2]
+        assert s.execute("SELECT count(*) FROM t").fetchall() == [(rows,)]
+        s.execute("INSERT INTO t VALUES (-1, 'x')")
+        assert s.sql("SELECT count(*) FROM t").fetchone() == (rows + 1,)

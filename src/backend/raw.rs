@@ -259,6 +259,24 @@ impl RawConnection {
         outcome
     }
 
+    /// Whether `sql` is a single `SELECT` (prepared to find out, not run;
+    /// `false` when it does not prepare, so its error comes from the run).
+    pub fn is_select(&self, sql: &str) -> bool {
+        let Ok(csql) = c_string(sql) else {
+            return false;
+        };
+        let mut stmt: ffi::duckdb_prepared_statement = ptr::null_mut();
+        // SAFETY: `self.con` is open; `stmt` is destroyed below.
+        let prepared = unsafe { ffi::duckdb_prepare(self.con, csql.as_ptr(), &mut stmt) };
+        // SAFETY: `stmt` is a prepared statement when `prepared` says so.
+        let select = prepared == ffi::DuckDBSuccess
+            && unsafe { ffi::duckdb_prepared_statement_type(stmt) }
+                == ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_SELECT;
+        // SAFETY: `stmt` came from duckdb_prepare and is destroyed once.
+        unsafe { ffi::duckdb_destroy_prepare(&mut stmt) };
+        select
+    }
+
     /// Runs `sql` (one statement, no parameters) and reads its whole result
     /// as Arrow batches of up to `batch_size` rows that DuckDB's worker
     /// threads build while it runs, in the result's order (arrays end at the
@@ -957,6 +975,30 @@ mod tests {
         );
         let (_, batches) = con.query_arrow_parallel("SELECT 42", 1000).unwrap();
         assert_eq!(rows(&batches), 1);
+    }
+
+    #[test]
+    fn only_a_single_select_counts_as_one() {
+        let (_db, con) = parallel_db(2);
+        con.execute("CREATE TABLE t (a INTEGER)").unwrap();
+        assert!(con.is_select("SELECT * FROM t"));
+        assert!(con.is_select("WITH x AS (SELECT 1) SELECT * FROM x"));
+        assert!(!con.is_select("INSERT INTO t VALUES (1)"));
+        assert!(!con.is_select("SELECT 1; SELECT 2"));
+        assert!(!con.is_select("SELECT * FROM nowhere"));
+        assert!(!con.is_select("CREATE TABLE u (b INTEGER)"));
+        // Preparing ran nothing.
+        let (_, batches) = con
+            .query_arrow_parallel("SELECT count(*) FROM t", 10)
+            .unwrap();
+        let n = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(n, 0);
+        assert!(con.query_arrow_parallel("SELECT * FROM u", 10).is_err());
     }
 
     #[test]

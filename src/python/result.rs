@@ -138,11 +138,11 @@ fn run_collect(
     context: &str,
     table: Option<&str>,
 ) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
-    // Everything is read anyway. A whole table: DuckDB's worker threads
-    // build the Arrow arrays while they scan (RawConnection::
-    // query_arrow_parallel); any other query streams, and DuckDB's converter
-    // turns its chunks into Arrow on a second thread (RawConnection::
-    // query_arrow).
+    // Everything is read anyway. A whole table, or one SELECT without
+    // parameters: DuckDB's worker threads build the Arrow arrays while they
+    // run it (RawConnection::query_arrow_parallel). Any other statement
+    // streams, and DuckDB's converter turns its chunks into Arrow on a
+    // second thread (RawConnection::query_arrow).
     let con = Arc::new(db.connect_raw().py_err()?);
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let worker = con.clone();
@@ -151,7 +151,8 @@ fn run_collect(
     std::thread::Builder::new()
         .name("duckmerge-query".into())
         .spawn(move || {
-            let out = if whole_table {
+            let parallel = whole_table || (params.is_empty() && worker.is_select(&sql));
+            let out = if parallel {
                 worker.query_arrow_parallel(&sql, ARROW_BATCH_ROWS)
             } else {
                 worker.query_arrow(&sql, &params)
@@ -193,8 +194,8 @@ impl PyQueryResult {
     }
 
     /// The rows as a ``pyarrow.Table`` (zero-copy from DuckDB's Arrow batches).
-    /// A whole table (``table(name)``) is converted by DuckDB's worker
-    /// threads in parallel, in table order.
+    /// A whole table (``table(name)``) or a ``SELECT`` without parameters is
+    /// converted by DuckDB's worker threads in parallel, in the query's order.
     ///
     /// >>> session.table("crm").to_arrow().num_rows
     fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
