@@ -35,6 +35,18 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def start_child(tmp_path: Path, source: str) -> subprocess.Popen[str]:
+    """Runs ``source`` as a script with a session folder in ``tmp_path``."""
+    script = tmp_path / "child.py"
+    script.write_text(source, encoding="utf-8")
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "s")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def start_line_reader(proc: subprocess.Popen[str]) -> queue.Queue[tuple[float, str | None]]:
     """Lines of the child's stdout with the time each arrived; None at EOF."""
     lines: queue.Queue[tuple[float, str | None]] = queue.Queue()
@@ -84,14 +96,7 @@ def wait_for(
 
 
 def test_ctrl_c_interrupts_query_and_session_survives(tmp_path: Path) -> None:
-    script = tmp_path / "interrupt_me.py"
-    script.write_text(SCRIPT, encoding="utf-8")
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "s")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_child(tmp_path, SCRIPT)
     try:
         lines = start_line_reader(proc)
         wait_for(proc, lines, "READY", time.monotonic() + 60)
@@ -144,14 +149,7 @@ WRITE_SCRIPT = textwrap.dedent(
 
 
 def test_ctrl_c_during_write_table_keeps_the_previous_table(tmp_path: Path) -> None:
-    script = tmp_path / "interrupt_load.py"
-    script.write_text(WRITE_SCRIPT, encoding="utf-8")
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "s")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_child(tmp_path, WRITE_SCRIPT)
     try:
         lines = start_line_reader(proc)
         wait_for(proc, lines, "LOADING", time.monotonic() + 60)
