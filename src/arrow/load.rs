@@ -19,6 +19,7 @@ use super::stream::Poll;
 use super::types::{arrow_to_duckdb_sql, normalize_batch, normalize_schema};
 use crate::backend::{
     check_table_name, quote_ident, relation_exists, staging_name, Database, RawConnection,
+    SCRATCH_DB,
 };
 use crate::error::{Error, Result};
 
@@ -271,11 +272,6 @@ impl LoadJob<'_> {
 /// DuckDB's row group size: the pieces handed to `arrow_scan`.
 const ROW_GROUP_ROWS: usize = 122_880;
 
-/// The in-memory database the scan's view is registered in: a transaction
-/// writes to one database only, and the staging table is in the session's.
-/// (The merge keeps its working tables there too.)
-const SCAN_DB: &str = "_duckmerge_scratch";
-
 /// The load's batches as the Arrow stream `arrow_scan` reads: normalised to
 /// the load's schema and cut or joined into pieces of exactly a row group's
 /// rows but the last (each piece is a unit of DuckDB's parallel scan and
@@ -290,7 +286,8 @@ struct ChannelReader {
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     rows: Arc<AtomicU64>,
-    finished: Arc<AtomicBool>,
+    /// Set when the channel closed without `Commit`: the producer gave up.
+    abandoned: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<Error>>>,
     done: bool,
 }
@@ -320,10 +317,10 @@ impl Iterator for ChannelReader {
                     if let Err(e) = self.cut() {
                         return Some(Err(e));
                     }
-                    self.finished.store(true, Ordering::Release);
                 }
                 Err(_) => {
                     self.done = true;
+                    self.abandoned.store(true, Ordering::Release);
                     return Some(Err(ArrowError::ExternalError(
                         "the data ended before the load was committed".into(),
                     )));
@@ -373,13 +370,13 @@ impl RecordBatchReader for ChannelReader {
     }
 }
 
-/// The load: the batches' stream registered as a view in [`SCAN_DB`], then
+/// The load: the batches' stream registered as a view in [`SCRATCH_DB`], then
 /// one transaction that creates the staging table, fills it from the view,
 /// swaps it in and commits. Returns the rows written.
 fn run_load(job: &LoadJob<'_>, conn: &Connection, rx: Receiver<LoadMessage>) -> Result<u64> {
     let raw = job.raw;
     let rows = Arc::new(AtomicU64::new(0));
-    let finished = Arc::new(AtomicBool::new(false));
+    let abandoned = Arc::new(AtomicBool::new(false));
     let failure = Arc::new(Mutex::new(None));
     // Dropped at the end of this function, after the view: dropping it
     // drops `rx` too, so a producer still sending gets the error.
@@ -390,11 +387,15 @@ fn run_load(job: &LoadJob<'_>, conn: &Connection, rx: Receiver<LoadMessage>) -> 
         pending: Vec::new(),
         pending_rows: 0,
         rows: rows.clone(),
-        finished: finished.clone(),
+        abandoned: abandoned.clone(),
         failure: failure.clone(),
         done: false,
     }));
-    let view = format!("{}.main.{}", quote_ident(SCAN_DB), quote_ident(job.staging));
+    let view = format!(
+        "{}.main.{}",
+        quote_ident(SCRATCH_DB),
+        quote_ident(job.staging)
+    );
     let registered = register_view(raw, job.staging, &mut stream)
         .map_err(|e| Error::sql_text(job.ctx("reading the data"), e));
     let result = registered.and_then(|()| {
@@ -407,7 +408,7 @@ fn run_load(job: &LoadJob<'_>, conn: &Connection, rx: Receiver<LoadMessage>) -> 
             let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
             match failed {
                 Some(error) => error,
-                None if !finished.load(Ordering::Acquire) => job.cancelled(),
+                None if abandoned.load(Ordering::Acquire) => job.cancelled(),
                 None => Error::sql_text(job.ctx("appending rows"), e),
             }
         })?;
@@ -432,7 +433,7 @@ fn run_load(job: &LoadJob<'_>, conn: &Connection, rx: Receiver<LoadMessage>) -> 
     result
 }
 
-/// Registers `stream` as view `name` of [`SCAN_DB`] (attached if needed)
+/// Registers `stream` as view `name` of [`SCRATCH_DB`] (attached if needed)
 /// on `raw`, whose current database is the same before and after.
 fn register_view(
     raw: &RawConnection,
@@ -440,7 +441,7 @@ fn register_view(
     stream: &mut FFI_ArrowArrayStream,
 ) -> std::result::Result<(), String> {
     let home = raw.current_database()?;
-    let scratch = quote_ident(SCAN_DB);
+    let scratch = quote_ident(SCRATCH_DB);
     raw.execute(&format!(
         "ATTACH IF NOT EXISTS ':memory:' AS {scratch}; USE {scratch};"
     ))?;

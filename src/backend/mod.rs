@@ -7,6 +7,13 @@ mod raw;
 mod step;
 
 pub use native::Database;
+
+/// The in-memory database attached beside a session's own for working
+/// tables and views that must not reach its file: the merge's stage tables,
+/// and the view a `write_table` load reads its Arrow stream through (a
+/// transaction writes to one database only, and the staging table is in the
+/// session's).
+pub const SCRATCH_DB: &str = "_duckmerge_scratch";
 pub use raw::{Progress, RawConnection, RawDatabase};
 pub use step::{duckdb_value_to_json, NativeBackend, NullContext, SqlBackend, StepContext};
 

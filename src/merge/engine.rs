@@ -977,7 +977,7 @@ fn consolidate(
 /// (the 1M-row benchmark's stage: 16.3-18.1 s against 19.2-20.5 s, three
 /// alternated runs per build). DuckDB spills them to the temp directory
 /// past `memory_limit`, and a crash leaves nothing behind.
-pub const SCRATCH_DB: &str = "_duckmerge_scratch";
+pub use crate::backend::SCRATCH_DB;
 
 /// Attaches `SCRATCH_DB` to the connection's database unless it is there.
 /// It stays attached (another merge may be using it) and is empty between

@@ -126,8 +126,8 @@ impl PyQueryResult {
     }
 }
 
-/// Rows per Arrow batch of a whole table at most (arrays also end at each of
-/// the scan's batches: a table's row groups, with more than one thread).
+/// Rows per Arrow batch of a parallel read at most (arrays also end at each
+/// of the scan's batches: a table's row groups, with more than one thread).
 const ARROW_BATCH_ROWS: usize = 1_000_000;
 
 fn run_collect(
