@@ -306,6 +306,9 @@ impl RawConnection {
         if let Some(message) = unsafe { shim_error(error) } {
             return Err(message);
         }
+        if stream.0.is_null() {
+            return Err("could not open the query's result".into());
+        }
         let schema = Arc::new(Schema::try_from(&ffi_schema).map_err(|e| e.to_string())?);
         let struct_type = arrow::datatypes::DataType::Struct(schema.fields().clone());
         let chunk_schema = FFI_ArrowSchema::try_from(&struct_type).map_err(|e| e.to_string())?;
